@@ -1,0 +1,7 @@
+#pragma once
+// Umbrella header for the header-only part of perception_retrieval (no torch).
+// Thread safety: see each included header.
+
+#include "pe/metrics.hpp"
+#include "pe/report.hpp"
+#include "pe/version.hpp"

@@ -1,0 +1,42 @@
+#pragma once
+// Checks for numpy arrays crossing into C++. The Python layer converts what it
+// can cheaply; these checks guard the boundary itself, so a wrong array is a
+// ValueError/TypeError naming the argument, never a crash or a silent copy.
+
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+
+#include <stdexcept>
+#include <string>
+
+namespace pe::python {
+
+namespace py = pybind11;
+
+/// Requires a C-contiguous array of exactly `T` with `ndim` dimensions and
+/// returns it as a typed view sharing the caller's memory (no copy).
+template <class T>
+py::array_t<T, py::array::c_style> require_array(const py::handle& object, const char* argument, int ndim) {
+  if (!py::isinstance<py::array>(object)) {
+    throw py::type_error(std::string(argument) + " must be a numpy array, got " +
+                         std::string(py::str(py::type::of(object).attr("__name__"))));
+  }
+  auto array = py::reinterpret_borrow<py::array>(object);
+  if (!array.dtype().is(py::dtype::of<T>())) {
+    throw py::type_error(std::string(argument) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) +
+                         ", got " + std::string(py::str(array.dtype())) + "; convert it with .astype(np." +
+                         std::string(py::str(py::dtype::of<T>())) + ")");
+  }
+  if (array.ndim() != ndim) {
+    throw py::value_error(std::string(argument) + " must be " + std::to_string(ndim) + "-D, got " +
+                          std::to_string(array.ndim()) + "-D with shape " +
+                          std::string(py::str(py::tuple(array.attr("shape")))));
+  }
+  if (!(array.flags() & py::array::c_style)) {
+    throw py::value_error(std::string(argument) +
+                          " must be C-contiguous; pass np.ascontiguousarray(" + argument + ")");
+  }
+  return py::array_t<T, py::array::c_style>::ensure(array);
+}
+
+}  // namespace pe::python

@@ -1,0 +1,27 @@
+# Installs the built project into a scratch prefix and builds examples/cpp as a
+# separate project with find_package(perception_retrieval), then runs it.
+# Fails on any step; the example's own output is checked for its known numbers.
+file(REMOVE_RECURSE ${PE_SCRATCH_DIR})
+set(prefix ${PE_SCRATCH_DIR}/prefix)
+
+function(run_step description)
+  execute_process(COMMAND ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "${description} failed (${rc}):\n${out}\n${err}")
+  endif()
+  set(step_output "${out}" PARENT_SCOPE)
+endfunction()
+
+run_step("install" ${CMAKE_COMMAND} --install ${PE_BUILD_DIR} --prefix ${prefix})
+run_step("configure examples/cpp" ${CMAKE_COMMAND} -S ${PE_EXAMPLE_DIR} -B ${PE_SCRATCH_DIR}/build
+  -G ${PE_GENERATOR} -DCMAKE_PREFIX_PATH=${prefix} -DCMAKE_BUILD_TYPE=Release)
+run_step("build examples/cpp" ${CMAKE_COMMAND} --build ${PE_SCRATCH_DIR}/build)
+run_step("run metrics_example" ${PE_SCRATCH_DIR}/build/metrics_example)
+message(STATUS "${step_output}")
+# Hand-computed in examples/cpp/metrics_example.cpp's comments.
+foreach(expected "| toy-catalogue | 66.67 | 33.33 | 27.78 | 66.67 | 50.19 |")
+  string(FIND "${step_output}" "${expected}" at)
+  if(at EQUAL -1)
+    message(FATAL_ERROR "metrics_example printed no row '${expected}':\n${step_output}")
+  endif()
+endforeach()
