@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# Gets a machine ready to build and run perception_retrieval, then builds it:
+#  1. installs the Debian 12 packages below that are missing (as root, or via sudo);
+#     on another system it lists what to install and stops;
+#  2. creates .venv from Debian's /usr/bin/python3 with --system-site-packages
+#     (torch, numpy, faiss come from Debian; there is no PyPI here);
+#  3. pip-installs this source tree into .venv (incremental: CMake reuses build/).
+# Safe to rerun; it only does what is missing.
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+
+PACKAGES=(
+  cmake g++ make git
+  libtorch-dev python3-torch           # LibTorch 1.13 (C++ and Python)
+  libopenblas0-pthread                 # without it torch and numpy use reference BLAS, ~45x slower
+  libeigen3-dev libstb-dev libspdlog-dev libgtest-dev pybind11-dev
+  python3-dev python3-venv python3-pip python3-setuptools python3-wheel python3-pybind11
+  python3-numpy python3-pil python3-pytest
+  python3-faiss                        # the benchmark peer
+)
+
+missing_packages() {
+  local package
+  for package in "${PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || echo "$package"
+  done
+}
+
+if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; then
+  mapfile -t missing < <(missing_packages)
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "bootstrap: installing ${missing[*]}"
+    if [ "$(id -u)" -eq 0 ]; then sudo=(); elif command -v sudo >/dev/null 2>&1; then sudo=(sudo); else
+      echo "bootstrap: not root and no sudo; as root run: apt-get install -y ${missing[*]}" >&2
+      exit 1
+    fi
+    "${sudo[@]}" apt-get update -q
+    DEBIAN_FRONTEND=noninteractive "${sudo[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
+  fi
+else
+  echo "bootstrap: this is not a Debian system. perception_retrieval needs the equivalents of:" >&2
+  printf '  %s\n' "${PACKAGES[@]}" >&2
+  echo "(LibTorch 1.13 with its Python torch, Eigen 3.3+, stb_image, spdlog, GoogleTest, pybind11 2.10+," >&2
+  echo " CMake 3.18+, a C++17 compiler, Python 3.9+ with numpy, Pillow, pytest). Install them, then run:" >&2
+  echo "  python3 -m venv --system-site-packages .venv && .venv/bin/pip install --no-build-isolation ." >&2
+  exit 1
+fi
+
+if [ ! -x .venv/bin/python ] || ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
+  echo "bootstrap: creating .venv from /usr/bin/python3 (--system-site-packages)"
+  rm -rf .venv
+  /usr/bin/python3 -m venv --system-site-packages .venv
+fi
+
+echo "bootstrap: building and installing perception_retrieval into .venv"
+PE_BUILD_JOBS=${PE_BUILD_JOBS:-$(nproc)} .venv/bin/python -m pip install --quiet --no-build-isolation --no-deps \
+  --disable-pip-version-check .
+.venv/bin/python -c "import perception_retrieval as p; print('bootstrap: perception_retrieval', p.__version__, 'ready in .venv')"

@@ -1,0 +1,41 @@
+"""The installed package: version, import order with torch, torch mismatch report."""
+
+import os
+import re
+import subprocess
+import sys
+import textwrap
+
+import perception_retrieval
+
+REPO = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def run_python(code, **env):
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          env={**os.environ, **env}, timeout=120)
+
+
+def test_version_matches_pyproject():
+    with open(os.path.join(REPO, "pyproject.toml")) as pyproject:
+        declared = re.search(r'^version = "([^"]+)"', pyproject.read(), re.M).group(1)
+    assert perception_retrieval.__version__ == declared
+
+
+def test_imports_in_either_order_with_torch():
+    for code in ("import torch, perception_retrieval", "import perception_retrieval, torch"):
+        done = run_python(code + "\nprint(perception_retrieval.metrics.evaluate([[0]], [1], [1])['P@1'])")
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == "1.0"
+
+
+def test_torch_version_mismatch_says_how_to_fix(tmp_path):
+    # A stand-in torch earlier on sys.path plays "torch was upgraded after the build".
+    fake = tmp_path / "torch"
+    fake.mkdir()
+    (fake / "__init__.py").write_text("__version__ = '0.0.1'\n")
+    done = run_python("import perception_retrieval", PYTHONPATH=str(tmp_path))
+    assert done.returncode != 0
+    assert "built against torch" in done.stderr
+    assert "torch 0.0.1 is installed" in done.stderr
+    assert "pip install --no-build-isolation --force-reinstall ." in done.stderr
