@@ -32,6 +32,6 @@ except ImportError as error:  # pragma: no cover - depends on the install
 
 __version__ = _core.__version__
 
-from . import metrics  # noqa: E402
+from . import image, metrics  # noqa: E402
 
-__all__ = ["__version__", "metrics"]
+__all__ = ["__version__", "image", "metrics"]

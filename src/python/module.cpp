@@ -9,6 +9,7 @@ namespace py = pybind11;
 
 namespace pe::python {
 void bind_metrics(py::module_& module);
+void bind_image(py::module_& module);
 }  // namespace pe::python
 
 PYBIND11_MODULE(_core, module) {
@@ -18,4 +19,5 @@ PYBIND11_MODULE(_core, module) {
   // compares it with the torch that is imported.
   module.attr("__torch_version__") = PE_TORCH_VERSION;
   pe::python::bind_metrics(module);
+  pe::python::bind_image(module);
 }

@@ -1,0 +1,154 @@
+// Tests of pe::image: hand-computed resize weights, RGB conversion rules and
+// error handling. (Byte-for-byte comparisons with PIL are in tests/python/test_image.py.)
+
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "pe/image.hpp"
+
+#if defined(__GNUC__)
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#endif
+#define STB_IMAGE_WRITE_STATIC
+#define STB_IMAGE_WRITE_IMPLEMENTATION
+#include <stb/stb_image_write.h>
+#if defined(__GNUC__)
+#pragma GCC diagnostic pop
+#endif
+
+namespace {
+
+using pe::image::decode_memory;
+
+std::vector<uint8_t> bytes(const std::string& text) { return {text.begin(), text.end()}; }
+
+std::string error_of(const std::vector<uint8_t>& data, const pe::image::DecodeOptions& options = {}) {
+  try {
+    decode_memory(data.data(), data.size(), "sample.img", options);
+  } catch (const std::runtime_error& error) {
+    return error.what();
+  }
+  return "<no error>";
+}
+
+std::vector<uint8_t> encode_with(int (*writer)(stbi_write_func*, void*, int, int, int, const void*, int), int width,
+                                 int height, const std::vector<uint8_t>& rgb, int quality_or_stride) {
+  std::vector<uint8_t> out;
+  writer([](void* context, void* data, int size) {
+    auto* target = static_cast<std::vector<uint8_t>*>(context);
+    target->insert(target->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
+  }, &out, width, height, 3, rgb.data(), quality_or_stride);
+  return out;
+}
+
+std::vector<uint8_t> noise_rgb(int width, int height) {
+  std::vector<uint8_t> rgb(static_cast<size_t>(width) * height * 3);
+  uint32_t state = 12345;
+  for (auto& v : rgb) v = static_cast<uint8_t>((state = state * 1664525u + 1013904223u) >> 24);
+  return rgb;
+}
+
+// 2 -> 1 pixel: scale 2, support 2, both taps weigh 0.75 -> 0.5 each after
+// normalising; (10 + 21) / 2 = 15.5, and PIL's fixed point rounds it to 16.
+TEST(Resize, ShrinkAveragesWithPilRounding) {
+  const std::vector<uint8_t> in{10, 100, 200, 21, 101, 201};  // 2 x 1 RGB
+  std::vector<uint8_t> out(3);
+  pe::image::resize_bilinear(in.data(), 2, 1, 1, 1, out.data());
+  EXPECT_EQ(out, (std::vector<uint8_t>{16, 101, 201}));
+}
+
+// 2 -> 4 pixels: centres 0.25, 0.75, 1.25, 1.75 give weights (1), (.75 .25),
+// (.25 .75), (1): [0, 100] -> [0, 25, 75, 100].
+TEST(Resize, EnlargeInterpolatesLinearly) {
+  const std::vector<uint8_t> in{0, 0, 0, 100, 100, 100};
+  std::vector<uint8_t> out(12);
+  pe::image::resize_bilinear(in.data(), 2, 1, 4, 1, out.data());
+  EXPECT_EQ(out, (std::vector<uint8_t>{0, 0, 0, 25, 25, 25, 75, 75, 75, 100, 100, 100}));
+  // The same along the vertical axis.
+  pe::image::resize_bilinear(in.data(), 1, 2, 1, 4, out.data());
+  EXPECT_EQ(out, (std::vector<uint8_t>{0, 0, 0, 25, 25, 25, 75, 75, 75, 100, 100, 100}));
+}
+
+TEST(Resize, ConstantImageStaysConstantAtEverySize) {
+  const std::vector<uint8_t> in(17 * 9 * 3, 77);
+  for (auto [w, h] : std::vector<std::pair<int, int>>{{336, 336}, {3, 40}, {1, 1}, {17, 9}}) {
+    std::vector<uint8_t> out(static_cast<size_t>(w) * h * 3);
+    pe::image::resize_bilinear(in.data(), 17, 9, w, h, out.data());
+    for (uint8_t v : out) ASSERT_EQ(v, 77) << w << "x" << h;
+  }
+}
+
+TEST(Preprocess, NormalisesPlanarWithMeanAndStd) {
+  const std::vector<uint8_t> in{0, 255, 51};  // one pixel
+  std::vector<float> out(3 * 2 * 2);
+  pe::image::preprocess(in.data(), 1, 1, 2, pe::image::Normalization{}, out.data());
+  for (int i = 0; i < 4; ++i) {
+    EXPECT_FLOAT_EQ(out[0 * 4 + i], -1.0f);  // (0 - 0.5) / 0.5
+    EXPECT_FLOAT_EQ(out[1 * 4 + i], 1.0f);   // (1 - 0.5) / 0.5
+    EXPECT_FLOAT_EQ(out[2 * 4 + i], (51.0f / 255.0f - 0.5f) / 0.5f);
+  }
+}
+
+TEST(Decode, GreyIsReplicatedAndSixteenBitGreyClipsLikePil) {
+  // 8-bit PGM: 2 x 1 grey.
+  auto grey = bytes("P5\n2 1\n255\n");
+  grey.insert(grey.end(), {7, 200});
+  const auto image = decode_memory(grey.data(), grey.size());
+  EXPECT_EQ(image.pixels, (std::vector<uint8_t>{7, 7, 7, 200, 200, 200}));
+  // 16-bit PGM (big-endian samples 100, 300, 65535): PIL opens it as "I" and
+  // convert("RGB") clips to 255, where keeping the high byte would give 0, 1, 255.
+  auto grey16 = bytes("P5\n3 1\n65535\n");
+  grey16.insert(grey16.end(), {0, 100, 1, 44, 255, 255});
+  const auto clipped = decode_memory(grey16.data(), grey16.size());
+  EXPECT_EQ(clipped.pixels, (std::vector<uint8_t>{100, 100, 100, 255, 255, 255, 255, 255, 255}));
+}
+
+TEST(Decode, PngRoundTripsExactly) {
+  const auto rgb = noise_rgb(13, 7);
+  const auto png = encode_with(stbi_write_png_to_func, 13, 7, rgb, 13 * 3);
+  const auto image = decode_memory(png.data(), png.size());
+  EXPECT_EQ(image.width, 13);
+  EXPECT_EQ(image.height, 7);
+  EXPECT_EQ(image.pixels, rgb);
+}
+
+TEST(DecodeErrors, NameTheInputAndTheProblem) {
+  auto has = [](const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; };
+  EXPECT_PRED2(has, error_of({}), "sample.img: the image data is empty");
+  EXPECT_PRED2(has, error_of(bytes(std::string("RIFF\x10\0\0\0WEBPVP8 ", 16))), "sample.img: WebP images are not supported");
+  EXPECT_PRED2(has, error_of(bytes(std::string("II*\0\x08\0\0\0", 8))), "TIFF images are not supported");
+  EXPECT_PRED2(has, error_of(bytes("hello, not an image")), "sample.img: not a readable image");
+
+  const auto jpeg = encode_with(stbi_write_jpg_to_func, 64, 48, noise_rgb(64, 48), 90);
+  EXPECT_NO_THROW(decode_memory(jpeg.data(), jpeg.size()));
+  const std::vector<uint8_t> cut(jpeg.begin(), jpeg.begin() + jpeg.size() * 2 / 3);
+  EXPECT_PRED2(has, error_of(cut), "sample.img: the JPEG data is truncated");
+
+  // A PNG header claiming 100000 x 100000 pixels (no pixel data at all).
+  auto bomb = bytes("\x89PNG\r\n\x1a\n");
+  const uint8_t ihdr[] = {0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 1, 0x86, 0xA0, 0, 1, 0x86, 0xA0, 8, 2, 0, 0, 0};
+  bomb.insert(bomb.end(), std::begin(ihdr), std::end(ihdr));
+  EXPECT_PRED2(has, error_of(bomb), "claims 100000 x 100000 = 10000000000 pixels, over the limit of 89478485");
+  // The limit is configurable, and applies to formats read through stb too.
+  pe::image::DecodeOptions small;
+  small.max_pixels = 2;
+  auto grey = bytes("P5\n2 2\n255\n");
+  grey.insert(grey.end(), {1, 2, 3, 4});
+  EXPECT_PRED2(has, error_of(grey, small), "over the limit of 2");
+}
+
+TEST(DecodeErrors, FilesAreNamed) {
+  try {
+    pe::image::decode_file("/nonexistent/photo.jpg");
+    FAIL() << "no error";
+  } catch (const std::runtime_error& error) {
+    EXPECT_NE(std::string(error.what()).find("/nonexistent/photo.jpg: cannot open the image file"), std::string::npos);
+  }
+  EXPECT_THROW(pe::image::decode_file("/"), std::runtime_error);
+}
+
+}  // namespace
