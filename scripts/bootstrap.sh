@@ -14,7 +14,7 @@ PACKAGES=(
   cmake g++ make git
   libtorch-dev python3-torch           # LibTorch 1.13 (C++ and Python)
   libopenblas0-pthread                 # without it torch and numpy use reference BLAS, ~45x slower
-  libeigen3-dev libstb-dev libspdlog-dev libgtest-dev pybind11-dev
+  libeigen3-dev libstb-dev libspdlog-dev libgtest-dev pybind11-dev nlohmann-json3-dev
   python3-dev python3-venv python3-pip python3-setuptools python3-wheel python3-pybind11
   python3-numpy python3-pil python3-pytest
   python3-faiss                        # the benchmark peer

@@ -11,7 +11,8 @@ JOBS=${PE_BUILD_JOBS:-$(nproc)}
 bash scripts/bootstrap.sh
 
 echo "== C++ tests (ctest)"
-cmake -S . -B build/cpp -DCMAKE_BUILD_TYPE=Release -DPE_BUILD_TESTS=ON -DPE_BUILD_PYTHON=OFF >/dev/null
+cmake -S . -B build/cpp -DCMAKE_BUILD_TYPE=Release -DPE_BUILD_TESTS=ON -DPE_BUILD_PYTHON=OFF \
+  -DPE_TEST_PYTHON="$ROOT/.venv/bin/python" >/dev/null
 cmake --build build/cpp -j "$JOBS"
 cpp_log=build/ctest.log
 set +e

@@ -33,5 +33,6 @@ except ImportError as error:  # pragma: no cover - depends on the install
 __version__ = _core.__version__
 
 from . import image, metrics  # noqa: E402
+from .encoder import Encoder  # noqa: E402
 
-__all__ = ["__version__", "image", "metrics"]
+__all__ = ["__version__", "Encoder", "image", "metrics"]

@@ -1,0 +1,152 @@
+#pragma once
+// pe::Encoder — PE-Core embeddings from images, with a TorchScript model made by
+// `python -m perception_retrieval.export`, on CPU or CUDA.
+//
+// The model file carries its own configuration (image size, mean/std, resize
+// mode, embedding dim) as a TorchScript extra file, so an Encoder needs nothing
+// but the path. Images are decoded and preprocessed exactly as the training
+// pipeline did (see pe/image.hpp) on a pool of decode threads that runs ahead of
+// the model's forward pass, batch by batch.
+//
+// This header does not include torch: the model lives behind a pointer and is
+// compiled in src/encoder.cpp (link perception_retrieval::encoder).
+//
+// Thread safety: construction is not thread-safe with other constructions
+// (it sets LibTorch's process-wide intra-op thread count when `threads` > 0).
+// After that, every method is const and safe to call from several threads at
+// once; concurrent calls share LibTorch's intra-op thread pool.
+
+#include <Eigen/Core>
+
+#include <array>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "pe/image.hpp"
+
+namespace pe {
+
+/// Row-major float32 embeddings, one row per image (N x D).
+using Embeddings = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+struct EncoderOptions {
+  std::string device = "cpu";  ///< "cpu", "cuda" or "cuda:N"
+  std::string dtype = "fp32";  ///< "fp32"; "fp16" and "bf16" on CUDA only
+  int batch_size = 16;         ///< images per forward pass
+  int threads = 0;             ///< LibTorch intra-op threads, process-wide; 0 = all cores
+  int decode_threads = 0;      ///< threads decoding and resizing; 0 = all cores
+  bool normalize = true;       ///< L2-normalise each embedding
+  int64_t max_pixels = image::kDefaultMaxPixels;  ///< decompression-bomb guard per image
+};
+
+/// What the model file says about itself (its pe_metadata.json extra file).
+struct ModelInfo {
+  std::string model_name;
+  int image_size = 0;
+  int patch_size = 0;
+  int embedding_dim = 0;
+  image::Normalization normalization;
+  std::string resize;               ///< "bilinear_squash"
+  bool outputs_normalized = false;  ///< whether the module already L2-normalises
+  std::string source;               ///< checkpoint hash or "random-init seed N"
+  std::string metadata_json;        ///< the whole file, for reports
+};
+
+/// An image given by its encoded bytes (a JPEG or PNG file's content). The
+/// bytes must stay alive during the call.
+struct EncodedImage {
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+  std::string name = "<memory>";  ///< used in error messages
+};
+
+/// Decoded RGB pixels, H x W x 3 bytes, row-major. Must stay alive during the call.
+struct PixelImage {
+  const uint8_t* rgb = nullptr;
+  int width = 0;
+  int height = 0;
+};
+
+/// One input that could not be encoded.
+struct EncodeFailure {
+  size_t index = 0;    ///< position in the input list
+  std::string reason;  ///< the error message, naming the input
+};
+
+/// The outcome of a batch call with skip_failures: embeddings of the inputs that
+/// worked, in input order, and which ones did not. rows[i] is the input index of
+/// embeddings row i, so rows never shift silently.
+struct EncodeResult {
+  Embeddings embeddings;
+  std::vector<size_t> rows;
+  std::vector<EncodeFailure> failures;
+};
+
+/// Called after each batch with (images done, images in total). Throwing from
+/// it stops the call (the Python binding uses this for Ctrl-C).
+using ProgressCallback = std::function<void(size_t done, size_t total)>;
+
+class Encoder {
+ public:
+  /// Loads a TorchScript model from the export tool, reads its metadata, and
+  /// checks it with a probe forward pass. Throws std::runtime_error when the
+  /// file is missing or not TorchScript, lacks the metadata, or does not map a
+  /// [1, 3, S, S] input to [1, D]; std::invalid_argument for bad options,
+  /// including CUDA on a LibTorch built without it.
+  explicit Encoder(const std::string& model_path, EncoderOptions options = {});
+  ~Encoder();
+  Encoder(Encoder&&) noexcept;
+  Encoder& operator=(Encoder&&) noexcept;
+  Encoder(const Encoder&) = delete;
+  Encoder& operator=(const Encoder&) = delete;
+
+  const ModelInfo& info() const;
+  const EncoderOptions& options() const;
+
+  /// N image files -> N x D embeddings in input order. Throws
+  /// std::runtime_error naming the first file that cannot be read.
+  Embeddings encode_files(const std::vector<std::string>& paths, const ProgressCallback& progress = {}) const;
+  /// The same, but files that fail are skipped and reported instead.
+  EncodeResult encode_files_skipping_failures(const std::vector<std::string>& paths,
+                                              const ProgressCallback& progress = {}) const;
+
+  Embeddings encode_encoded(const std::vector<EncodedImage>& images, const ProgressCallback& progress = {}) const;
+  EncodeResult encode_encoded_skipping_failures(const std::vector<EncodedImage>& images,
+                                                const ProgressCallback& progress = {}) const;
+
+  Embeddings encode_pixels(const std::vector<PixelImage>& images, const ProgressCallback& progress = {}) const;
+
+  /// The model input for one image, exactly as encode feeds it:
+  /// 3 x S x S floats (planar RGB, normalised), S = info().image_size.
+  std::vector<float> preprocess(const PixelImage& image) const;
+
+  /// One input decoded and preprocessed into `out` (3 x S x S floats) exactly
+  /// as the encode calls do; errors name the input. For callers that assemble
+  /// their own loaders for encode_inputs.
+  void preprocess_file(const std::string& path, float* out) const;
+  void preprocess_encoded(const EncodedImage& image, float* out) const;
+  void preprocess_pixels(const PixelImage& image, float* out) const;
+
+  /// Produces input `index` into `out` (3 x S x S floats), throwing on failure.
+  using InputLoader = std::function<void(size_t index, float* out)>;
+  /// Runs the pipeline over `count` inputs produced by `load`. With
+  /// skip_failures, loader errors are collected instead of thrown.
+  EncodeResult encode_inputs(size_t count, const InputLoader& load, bool skip_failures,
+                             const ProgressCallback& progress = {}) const;
+
+ private:
+  EncodeResult encode_files_or_skip(const std::vector<std::string>& paths, bool skip,
+                                    const ProgressCallback& progress) const;
+  EncodeResult encode_encoded_or_skip(const std::vector<EncodedImage>& images, bool skip,
+                                      const ProgressCallback& progress) const;
+
+  struct Model;  // torch::jit::Module and device, in src/encoder.cpp
+  std::unique_ptr<Model> model_;
+  EncoderOptions options_;
+  ModelInfo info_;
+};
+
+}  // namespace pe

@@ -1,0 +1,363 @@
+// pe::Encoder's torch half (see include/pe/encoder.hpp for the contract).
+
+#include "pe/encoder.hpp"
+
+#include <torch/cuda.h>
+#include <torch/script.h>
+#include <torch/torch.h>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/sinks/stdout_color_sinks.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <exception>
+#include <filesystem>
+#include <future>
+#include <stdexcept>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "pe/detail/parallel.hpp"
+
+namespace pe {
+
+namespace {
+
+// The library's logger, "perception_retrieval", on stderr. Its level comes from
+// PE_LOG_LEVEL (trace, debug, info, warn, error, off; default warn), so a batch
+// run reports skipped images without chatter about every model load.
+spdlog::logger& logger() {
+  static const std::shared_ptr<spdlog::logger> instance = [] {
+    auto created = spdlog::get("perception_retrieval");
+    if (!created) created = spdlog::stderr_color_mt("perception_retrieval");
+    const char* level = std::getenv("PE_LOG_LEVEL");
+    created->set_level(level ? spdlog::level::from_str(level) : spdlog::level::warn);
+    return created;
+  }();
+  return *instance;
+}
+
+// The extra file written by perception_retrieval.export (python/perception_retrieval/export.py).
+constexpr const char* kMetadataFile = "pe_metadata.json";
+
+[[noreturn]] void invalid(const std::string& message) { throw std::invalid_argument("pe::Encoder: " + message); }
+[[noreturn]] void failure(const std::string& message) { throw std::runtime_error("pe::Encoder: " + message); }
+
+// c10::Error messages carry a C++ backtrace; the first line is the useful part.
+std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
+
+torch::Device parse_device(const std::string& device) {
+  if (device == "cpu") return torch::Device(torch::kCPU);
+  if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
+    if (!torch::cuda::is_available()) {
+      invalid("device \"" + device + "\" asked for CUDA, but this LibTorch " + TORCH_VERSION +
+              " has no usable CUDA (built without it, or no GPU/driver visible); use device \"cpu\" or link a CUDA "
+              "build of LibTorch");
+    }
+    int index = 0;
+    if (device.size() > 5) {
+      try {
+        size_t used = 0;
+        index = std::stoi(device.substr(5), &used);
+        if (used != device.size() - 5) throw std::invalid_argument("trailing characters");
+      } catch (const std::exception&) {
+        invalid("device \"" + device + "\" is not cpu, cuda or cuda:N");
+      }
+    }
+    const auto count = static_cast<int>(torch::cuda::device_count());
+    if (index < 0 || index >= count) {
+      invalid("device \"" + device + "\": there are " + std::to_string(count) + " CUDA devices (cuda:0.." +
+              std::to_string(count - 1) + ")");
+    }
+    return torch::Device(torch::kCUDA, static_cast<c10::DeviceIndex>(index));
+  }
+  invalid("device \"" + device + "\" is not cpu, cuda or cuda:N");
+}
+
+torch::ScalarType parse_dtype(const std::string& dtype, const torch::Device& device) {
+  if (dtype == "fp32") return torch::kFloat32;
+  if (dtype == "fp16" || dtype == "bf16") {
+    if (!device.is_cuda()) invalid("dtype \"" + dtype + "\" needs a CUDA device; on the CPU use fp32");
+    return dtype == "fp16" ? torch::kFloat16 : torch::kBFloat16;
+  }
+  invalid("dtype \"" + dtype + "\" is not fp32, fp16 or bf16");
+}
+
+ModelInfo parse_metadata(const std::string& path, const std::string& text) {
+  if (text.empty()) {
+    failure(path + " has no " + kMetadataFile +
+            ": it is not a model made by perception_retrieval's export tool; make one with "
+            "python -m perception_retrieval.export --checkpoint PE-Core-L14-336.pt --out model.pt");
+  }
+  ModelInfo info;
+  info.metadata_json = text;
+  try {
+    const auto json = nlohmann::json::parse(text);
+    info.model_name = json.at("model_name").get<std::string>();
+    info.image_size = json.at("image_size").get<int>();
+    info.patch_size = json.at("patch_size").get<int>();
+    info.embedding_dim = json.at("embedding_dim").get<int>();
+    const auto mean = json.at("mean").get<std::vector<float>>();
+    const auto std = json.at("std").get<std::vector<float>>();
+    if (mean.size() != 3 || std.size() != 3) failure(path + ": metadata mean/std must have 3 values each");
+    std::copy(mean.begin(), mean.end(), info.normalization.mean.begin());
+    std::copy(std.begin(), std.end(), info.normalization.std.begin());
+    info.resize = json.at("resize").get<std::string>();
+    info.outputs_normalized = json.at("normalized").get<bool>();
+    info.source = json.value("source", json.value("source_checkpoint_sha256", std::string()));
+  } catch (const nlohmann::json::exception& error) {
+    failure(path + ": its " + kMetadataFile + " is unreadable (" + error.what() +
+            "); re-export the model with python -m perception_retrieval.export");
+  }
+  if (info.image_size <= 0 || info.patch_size <= 0 || info.image_size % info.patch_size != 0 ||
+      info.embedding_dim <= 0) {
+    failure(path + ": metadata image_size " + std::to_string(info.image_size) + ", patch_size " +
+            std::to_string(info.patch_size) + ", embedding_dim " + std::to_string(info.embedding_dim) +
+            " are not a valid model shape");
+  }
+  if (info.resize != "bilinear_squash") {
+    failure(path + ": metadata resize \"" + info.resize + "\" is not supported (only bilinear_squash)");
+  }
+  return info;
+}
+
+void check_options(const EncoderOptions& options) {
+  if (options.batch_size <= 0) invalid("batch_size must be >= 1, got " + std::to_string(options.batch_size));
+  if (options.threads < 0) invalid("threads must be >= 0 (0 = all cores), got " + std::to_string(options.threads));
+  if (options.decode_threads < 0) {
+    invalid("decode_threads must be >= 0 (0 = all cores), got " + std::to_string(options.decode_threads));
+  }
+  if (options.max_pixels <= 0) invalid("max_pixels must be >= 1, got " + std::to_string(options.max_pixels));
+}
+
+}  // namespace
+
+struct Encoder::Model {
+  torch::jit::Module module;
+  torch::Device device{torch::kCPU};
+  torch::ScalarType dtype = torch::kFloat32;
+
+  // images: n x 3 x S x S floats -> n x D float32 rows written to `out`.
+  void forward(float* images, int64_t n, int64_t size, int64_t dim, bool normalize, float* out) const {
+    torch::NoGradGuard no_grad;
+    auto input = torch::from_blob(images, {n, 3, size, size}, torch::kFloat32);
+    if (device.is_cuda() || dtype != torch::kFloat32) input = input.to(device, dtype, /*non_blocking=*/false);
+    // forward() is const-safe for inference; torch::jit::Module is a handle.
+    auto module_handle = module;
+    torch::Tensor output = module_handle.forward({input}).toTensor();
+    output = output.to(torch::kCPU, torch::kFloat32).contiguous();
+    if (output.dim() != 2 || output.size(0) != n || output.size(1) != dim) {
+      failure("the model returned shape " + c10::str(output.sizes()) + " for " + std::to_string(n) +
+              " images; expected [" + std::to_string(n) + ", " + std::to_string(dim) + "]");
+    }
+    if (normalize) {
+      // Same as torch.nn.functional.normalize(x, dim=1): x / max(||x||, 1e-12).
+      output = output / output.norm(2, 1, true).clamp_min(1e-12);
+    }
+    std::memcpy(out, output.data_ptr<float>(), sizeof(float) * static_cast<size_t>(n * dim));
+  }
+};
+
+Encoder::Encoder(const std::string& model_path, EncoderOptions options) : options_(std::move(options)) {
+  check_options(options_);
+  auto model = std::make_unique<Model>();
+  model->device = parse_device(options_.device);
+  model->dtype = parse_dtype(options_.dtype, model->device);
+  std::error_code error;
+  if (!std::filesystem::is_regular_file(model_path, error)) {
+    failure("model file " + model_path + " does not exist or is not a file; export one with "
+            "python -m perception_retrieval.export --out " + model_path);
+  }
+  torch::jit::ExtraFilesMap extra_files{{kMetadataFile, ""}};
+  try {
+    model->module = torch::jit::load(model_path, model->device, extra_files);
+  } catch (const c10::Error& load_error) {
+    failure(model_path + " is not a TorchScript model (" + first_line(load_error.what_without_backtrace()) +
+            "); export one with python -m perception_retrieval.export");
+  }
+  info_ = parse_metadata(model_path, extra_files[kMetadataFile]);
+  model->module.eval();
+  if (model->dtype != torch::kFloat32) model->module.to(model->dtype);
+  if (options_.threads > 0) {
+    torch::set_num_threads(options_.threads);
+  } else {
+    torch::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
+  }
+  // Probe: a model of the wrong shape fails here, not in the middle of a dataset.
+  const int64_t size = info_.image_size;
+  std::vector<float> probe(static_cast<size_t>(3 * size * size), 0.0f);
+  std::vector<float> out(static_cast<size_t>(info_.embedding_dim));
+  try {
+    model->forward(probe.data(), 1, size, info_.embedding_dim, false, out.data());
+  } catch (const c10::Error& forward_error) {
+    failure(model_path + " failed on a [1, 3, " + std::to_string(size) + ", " + std::to_string(size) +
+            "] probe input: " + first_line(forward_error.what_without_backtrace()));
+  } catch (const std::runtime_error& shape_error) {
+    failure(model_path + " does not produce embeddings as its metadata says: " + shape_error.what());
+  }
+  model_ = std::move(model);
+  logger().info("loaded {} ({}, {} px, {}-d) on {} with {} intra-op threads", model_path, info_.model_name,
+                info_.image_size, info_.embedding_dim, options_.device, torch::get_num_threads());
+}
+
+Encoder::~Encoder() = default;
+Encoder::Encoder(Encoder&&) noexcept = default;
+Encoder& Encoder::operator=(Encoder&&) noexcept = default;
+
+const ModelInfo& Encoder::info() const { return info_; }
+const EncoderOptions& Encoder::options() const { return options_; }
+
+void Encoder::preprocess_pixels(const PixelImage& image, float* out) const {
+  if (image.rgb == nullptr || image.width <= 0 || image.height <= 0) {
+    throw std::invalid_argument("pe::Encoder: an image is empty (" + std::to_string(image.width) + " x " +
+                                std::to_string(image.height) + " pixels)");
+  }
+  image::preprocess(image.rgb, image.width, image.height, info_.image_size, info_.normalization, out);
+}
+
+void Encoder::preprocess_file(const std::string& path, float* out) const {
+  image::DecodeOptions decode;
+  decode.max_pixels = options_.max_pixels;
+  const image::Image decoded = image::decode_file(path, decode);
+  preprocess_pixels(PixelImage{decoded.pixels.data(), decoded.width, decoded.height}, out);
+}
+
+void Encoder::preprocess_encoded(const EncodedImage& encoded, float* out) const {
+  image::DecodeOptions decode;
+  decode.max_pixels = options_.max_pixels;
+  const image::Image decoded = image::decode_memory(encoded.data, encoded.size, encoded.name, decode);
+  preprocess_pixels(PixelImage{decoded.pixels.data(), decoded.width, decoded.height}, out);
+}
+
+std::vector<float> Encoder::preprocess(const PixelImage& image) const {
+  std::vector<float> out(static_cast<size_t>(3) * info_.image_size * info_.image_size);
+  preprocess_pixels(image, out.data());
+  return out;
+}
+
+EncodeResult Encoder::encode_inputs(size_t count, const InputLoader& load, bool skip_failures,
+                                    const ProgressCallback& progress) const {
+  const int64_t size = info_.image_size;
+  const int64_t dim = info_.embedding_dim;
+  const size_t floats_per_image = static_cast<size_t>(3 * size * size);
+  const size_t batch = static_cast<size_t>(options_.batch_size);
+
+  struct Batch {
+    size_t begin = 0, end = 0;
+    std::vector<float> pixels;
+    std::vector<std::exception_ptr> errors;
+  };
+  // Decodes and preprocesses inputs [begin, end) on the decode threads.
+  auto prepare = [&](Batch& b) {
+    const size_t n = b.end - b.begin;
+    b.pixels.resize(n * floats_per_image);
+    b.errors.assign(n, nullptr);
+    detail::parallel_for(static_cast<int64_t>(n), options_.decode_threads, 1, [&](int64_t lo, int64_t hi) {
+      for (int64_t j = lo; j < hi; ++j) {
+        try {
+          load(b.begin + static_cast<size_t>(j), b.pixels.data() + static_cast<size_t>(j) * floats_per_image);
+        } catch (...) {
+          b.errors[static_cast<size_t>(j)] = std::current_exception();
+        }
+      }
+    });
+  };
+
+  EncodeResult result;
+  result.embeddings.resize(static_cast<Eigen::Index>(count), dim);
+  size_t rows_done = 0;
+  Batch current, next;
+  current.begin = 0;
+  current.end = std::min(count, batch);
+  if (count > 0) prepare(current);
+  while (current.begin < count) {
+    // Decode the next batch while this one runs through the model.
+    std::future<void> ahead;
+    next.begin = current.end;
+    next.end = std::min(count, next.begin + batch);
+    if (next.begin < count) ahead = std::async(std::launch::async, [&] { prepare(next); });
+    try {
+      // Compact the images that loaded, keeping input order.
+      size_t good = 0;
+      for (size_t j = 0; j < current.end - current.begin; ++j) {
+        if (current.errors[j]) {
+          if (!skip_failures) std::rethrow_exception(current.errors[j]);
+          std::string reason;
+          try {
+            std::rethrow_exception(current.errors[j]);
+          } catch (const std::exception& error) {
+            reason = error.what();
+          }
+          logger().warn("skipping input {}: {}", current.begin + j, reason);
+          result.failures.push_back(EncodeFailure{current.begin + j, reason});
+          continue;
+        }
+        if (good != j) {
+          std::memmove(current.pixels.data() + good * floats_per_image, current.pixels.data() + j * floats_per_image,
+                       sizeof(float) * floats_per_image);
+        }
+        result.rows.push_back(current.begin + j);
+        ++good;
+      }
+      if (good > 0) {
+        model_->forward(current.pixels.data(), static_cast<int64_t>(good), size, dim, options_.normalize,
+                        result.embeddings.data() + rows_done * static_cast<size_t>(dim));
+        rows_done += good;
+      }
+      if (progress) progress(current.end, count);
+    } catch (...) {
+      if (ahead.valid()) ahead.wait();  // never leave a thread writing into `next`
+      throw;
+    }
+    if (ahead.valid()) ahead.get();
+    std::swap(current, next);
+  }
+  result.embeddings.conservativeResize(static_cast<Eigen::Index>(rows_done), dim);
+  return result;
+}
+
+namespace {
+Embeddings only_embeddings(EncodeResult&& result) { return std::move(result.embeddings); }
+}  // namespace
+
+Embeddings Encoder::encode_files(const std::vector<std::string>& paths, const ProgressCallback& progress) const {
+  return only_embeddings(encode_files_or_skip(paths, false, progress));
+}
+
+EncodeResult Encoder::encode_files_skipping_failures(const std::vector<std::string>& paths,
+                                                     const ProgressCallback& progress) const {
+  return encode_files_or_skip(paths, true, progress);
+}
+
+EncodeResult Encoder::encode_files_or_skip(const std::vector<std::string>& paths, bool skip,
+                                           const ProgressCallback& progress) const {
+  return encode_inputs(paths.size(), [&](size_t i, float* out) { preprocess_file(paths[i], out); }, skip, progress);
+}
+
+Embeddings Encoder::encode_encoded(const std::vector<EncodedImage>& images, const ProgressCallback& progress) const {
+  return only_embeddings(encode_encoded_or_skip(images, false, progress));
+}
+
+EncodeResult Encoder::encode_encoded_skipping_failures(const std::vector<EncodedImage>& images,
+                                                       const ProgressCallback& progress) const {
+  return encode_encoded_or_skip(images, true, progress);
+}
+
+EncodeResult Encoder::encode_encoded_or_skip(const std::vector<EncodedImage>& images, bool skip,
+                                             const ProgressCallback& progress) const {
+  return encode_inputs(images.size(), [&](size_t i, float* out) { preprocess_encoded(images[i], out); }, skip,
+                       progress);
+}
+
+Embeddings Encoder::encode_pixels(const std::vector<PixelImage>& images, const ProgressCallback& progress) const {
+  return only_embeddings(
+      encode_inputs(images.size(), [&](size_t i, float* out) { preprocess_pixels(images[i], out); }, false, progress));
+}
+
+}  // namespace pe
