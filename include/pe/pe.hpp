@@ -5,4 +5,5 @@
 #include "pe/image.hpp"
 #include "pe/metrics.hpp"
 #include "pe/report.hpp"
+#include "pe/retriever.hpp"
 #include "pe/version.hpp"

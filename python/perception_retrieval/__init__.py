@@ -33,6 +33,7 @@ except ImportError as error:  # pragma: no cover - depends on the install
 __version__ = _core.__version__
 
 from . import image, metrics  # noqa: E402
+from ._core import Retriever  # noqa: E402
 from .encoder import Encoder  # noqa: E402
 
-__all__ = ["__version__", "Encoder", "image", "metrics"]
+__all__ = ["__version__", "Encoder", "Retriever", "image", "metrics"]

@@ -10,6 +10,7 @@ namespace py = pybind11;
 namespace pe::python {
 void bind_metrics(py::module_& module);
 void bind_image(py::module_& module);
+void bind_retriever(py::module_& module);
 #ifdef PE_WITH_ENCODER
 void bind_encoder(py::module_& module);
 #endif
@@ -23,6 +24,7 @@ PYBIND11_MODULE(_core, module) {
   module.attr("__torch_version__") = PE_TORCH_VERSION;
   pe::python::bind_metrics(module);
   pe::python::bind_image(module);
+  pe::python::bind_retriever(module);
 #ifdef PE_WITH_ENCODER
   pe::python::bind_encoder(module);
 #endif
