@@ -18,6 +18,8 @@ import os
 import tempfile
 import time
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads; see perception_retrieval/__init__.py
+
 import numpy as np
 import torch
 from PIL import Image
@@ -69,7 +71,7 @@ def main():
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"threads: torch intra-op {torch.get_num_threads()} (both pipelines), decode threads {args.threads}; "
-          f"cores {os.cpu_count()}; torch {torch.__version__}; perception_retrieval {pr.__version__}")
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; cores {os.cpu_count()}; torch {torch.__version__}; perception_retrieval {pr.__version__}")
 
     with tempfile.TemporaryDirectory() as folder:
         paths = write_photos(folder, args.images)
