@@ -1,0 +1,310 @@
+"""Export a PE-Core vision tower to a self-describing TorchScript file for ``pe::Encoder``.
+
+Command line (also installed as ``perception-retrieval-export``)::
+
+    python -m perception_retrieval.export --checkpoint PE-Core-L14-336.pt --out pe_core_l14_336.pt
+    python -m perception_retrieval.export --random-init --seed 0 --config test-tiny --out tiny.pt
+
+Python: :func:`export` (same options as keyword arguments).
+
+The exported module
+-------------------
+``forward(images)``: float32 ``[B, 3, H, W]`` RGB images resized to
+``image_size`` x ``image_size`` (bilinear squash) and normalised as
+``(pixel / 255 - mean) / std`` -> float32 ``[B, embedding_dim]``. By default the
+embeddings are **L2-normalised** (unit length, so inner product = cosine, which
+is what retrieval uses); ``--no-normalize`` exports the raw ``x @ proj`` output
+of the official encoder instead. The choice is recorded as ``normalized``.
+Any H and W that are multiples of ``patch_size`` are accepted (positional
+embedding resized and RoPE recomputed), but the weights were trained at
+``image_size``. The module does not mutate itself in ``forward``, so one loaded
+module may serve concurrent calls.
+
+Metadata
+--------
+Stored as the TorchScript extra file ``pe_metadata.json`` (read it in C++ with
+``torch::jit::load(path, device, extra_files)`` where ``extra_files`` holds the key
+``"pe_metadata.json"``; in Python with ``torch.jit.load(path, _extra_files=...)`` or,
+without loading the weights, :func:`read_metadata`; in the zip archive it is the
+entry ``<file stem>/extra/pe_metadata.json``).
+A JSON object with exactly these keys:
+
+=============================  ==============================================================
+``format_version``             int, 1; bumped when a key changes meaning
+``model_name``                 str, e.g. ``"PE-Core-L14-336"``
+``image_size``                 int, square input side the model expects (336)
+``patch_size``                 int (14); H and W must be multiples of it
+``mean``, ``std``              [float, float, float] per RGB channel ([0.5]*3 each)
+``resize``                     str, ``"bilinear_squash"``: resize to image_size x image_size
+                               ignoring aspect ratio, bilinear as PIL does it (antialiased
+                               when shrinking)
+``channel_order``              str, ``"RGB"``
+``input_layout``               str, ``"NCHW"`` float32
+``embedding_dim``              int, output width (1024)
+``normalized``                 bool, true when the outputs are L2-normalised
+``quantization``               str, ``"none"`` or ``"dynamic_int8"``
+``source_checkpoint_sha256``   str, SHA-256 of the checkpoint file, or
+                               ``"random-init seed N"`` for a random-weight export
+``source_checkpoint_layout``   str, ``official-clip``, ``bare``, ``timm``, ``open_clip-timm``
+                               or ``random-init``
+``torch_version``              str, torch that wrote the file
+``perception_retrieval_version`` str, version of this package
+=============================  ==============================================================
+"""
+
+import argparse
+import copy
+import json
+import os
+import sys
+import shutil
+import tempfile
+import time
+import zipfile
+from typing import Callable, Dict, Optional, Union
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import checkpoints, pe_core
+
+__all__ = ["export", "main", "ExportedEncoder", "METADATA_FILE", "FORMAT_VERSION", "read_metadata",
+           "quantize_dynamic_int8"]
+
+METADATA_FILE = "pe_metadata.json"
+FORMAT_VERSION = 1
+
+
+class ExportedEncoder(nn.Module):
+    """The vision tower plus optional L2 normalisation: ``[B,3,H,W] -> [B,D]``."""
+
+    normalize: torch.jit.Final[bool]
+
+    def __init__(self, model: nn.Module, normalize: bool = True):
+        super().__init__()
+        self.model = model
+        self.normalize = normalize
+
+    def forward(self, images: Tensor) -> Tensor:
+        if images.dtype != torch.float32:
+            raise ValueError(
+                "PE-Core encoder expects float32 images, got {}; convert with .float() after "
+                "normalising with mean/std".format(images.dtype)
+            )
+        # Inference only: no_grad selects the model's in-place, workspace-based path even
+        # when the caller (e.g. LibTorch, where grad mode is on by default) did not disable it.
+        with torch.no_grad():
+            embeddings = self.model(images)
+            if self.normalize:
+                embeddings = F.normalize(embeddings, p=2.0, dim=1)
+        return embeddings
+
+
+def _package_version() -> str:
+    try:
+        from . import __version__
+
+        return str(__version__)
+    except ImportError:  # pragma: no cover - partial installs
+        try:
+            from importlib.metadata import version
+
+            return version("perception_retrieval")
+        except Exception:
+            return "unknown"
+
+
+def quantize_dynamic_int8(model: nn.Module) -> nn.Module:
+    """Dynamic int8 quantisation of the ``nn.Linear`` layers (attention out_proj and
+    the MLPs, 75% of the matmul work; the fused qkv projection stays float32).
+
+    Weights are int8 per tensor, activations quantised per call. Needs a quantized
+    engine (oneDNN or QNNPACK; Debian's torch has no FBGEMM); the one in use is
+    recorded by torch inside the packed weights and re-packed at load.
+    """
+    engines = [e for e in torch.backends.quantized.supported_engines if e != "none"]
+    if not engines:
+        raise RuntimeError("this torch build has no quantized engine; export without --quantize")
+    if torch.backends.quantized.engine not in engines:
+        torch.backends.quantized.engine = "onednn" if "onednn" in engines else engines[0]
+    model = copy.deepcopy(model)
+    for module in model.modules():
+        if hasattr(module, "float_linears"):  # the fast path may not read their .weight any more
+            del module.float_linears
+    return torch.quantization.quantize_dynamic(model, {nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def read_metadata(path) -> Dict[str, object]:
+    """The ``pe_metadata.json`` dict of an exported file, read from the archive without
+    loading the module (a TorchScript file is a zip with ``<name>/extra/<file>`` entries)."""
+    path = os.fspath(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = [n for n in archive.namelist() if n.endswith("/extra/" + METADATA_FILE)]
+            if not names:
+                raise RuntimeError(
+                    f"{path} has no {METADATA_FILE}; it was not written by perception_retrieval.export "
+                    "(re-export it with python -m perception_retrieval.export)"
+                )
+            return json.loads(archive.read(names[0]).decode("utf-8"))
+    except zipfile.BadZipFile:
+        raise RuntimeError(f"{path} is not a TorchScript file (not a zip archive)") from None
+
+
+def _human_size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+    return f"{n} B"  # pragma: no cover
+
+
+def export(
+    out: Union[str, os.PathLike],
+    checkpoint: Optional[Union[str, os.PathLike]] = None,
+    *,
+    config: Union[str, pe_core.PECoreConfig] = pe_core.DEFAULT_CONFIG,
+    random_init: bool = False,
+    seed: int = 0,
+    normalize: bool = True,
+    quantize: Optional[str] = None,
+    image_size: Optional[int] = None,
+    verify: bool = True,
+    log: Optional[Callable[[str], None]] = print,
+) -> Dict[str, object]:
+    """Write a TorchScript PE-Core encoder to ``out``; returns its metadata dict.
+
+    Give either ``checkpoint`` (a local file, see :func:`pe_core.load_checkpoint`) or
+    ``random_init=True`` (weights from ``seed``, for tests and demos). ``quantize`` is
+    ``None`` or ``"dynamic_int8"``. ``image_size`` overrides the size recorded in the
+    metadata (a multiple of the patch size; default the config's). With ``verify`` the
+    written file is loaded back and must reproduce the eager output on one image.
+    """
+    say = log or (lambda _message: None)
+    cfg = pe_core.get_config(config)
+    if (checkpoint is None) == (not random_init):
+        raise ValueError("give exactly one of checkpoint=PATH or random_init=True")
+    if quantize not in (None, "none", "dynamic_int8"):
+        raise ValueError(f"quantize must be None or 'dynamic_int8', got {quantize!r}")
+    quantize = None if quantize == "none" else quantize
+    size = int(image_size or cfg.image_size)
+    if size <= 0 or size % cfg.patch_size != 0:
+        raise ValueError(f"image_size must be a positive multiple of the patch size {cfg.patch_size}, got {size}")
+    out = os.fspath(out)
+    out_dir = os.path.dirname(os.path.abspath(out))
+    if not os.path.isdir(out_dir):
+        raise FileNotFoundError(f"output directory {out_dir} does not exist; create it first")
+
+    started = time.perf_counter()
+    if random_init:
+        say(f"[1/4] building {cfg.name} with random weights (seed {seed})")
+        model = pe_core.build(cfg, seed=seed)
+        source_hash, layout = f"random-init seed {seed}", "random-init"
+    else:
+        checkpoint = os.fspath(checkpoint)
+        say(f"[1/4] reading {checkpoint} ({_human_size(os.path.getsize(checkpoint))})")
+        state, layout = checkpoints.read_vision_state_dict(checkpoint)
+        model = pe_core.PECoreVision(cfg)
+        checkpoints.load_strict(model, state, checkpoint)
+        del state
+        model.eval()
+        say(f"      layout {layout}; hashing the file")
+        source_hash = checkpoints.file_sha256(checkpoint)
+    say(f"      {sum(p.numel() for p in model.parameters()):,} parameters")
+
+    wrapper = ExportedEncoder(model, normalize=normalize).eval()
+    if quantize == "dynamic_int8":
+        say("[2/4] quantizing Linear layers to dynamic int8")
+        wrapper = quantize_dynamic_int8(wrapper)
+    say("[2/4] scripting (torch.jit.script)")
+    scripted = torch.jit.script(wrapper)
+
+    metadata = {
+        "format_version": FORMAT_VERSION,
+        "model_name": cfg.name,
+        "image_size": size,
+        "patch_size": cfg.patch_size,
+        "mean": list(cfg.mean),
+        "std": list(cfg.std),
+        "resize": "bilinear_squash",
+        "channel_order": "RGB",
+        "input_layout": "NCHW",
+        "embedding_dim": cfg.output_dim,
+        "normalized": bool(normalize),
+        "quantization": quantize or "none",
+        "source_checkpoint_sha256": source_hash,
+        "source_checkpoint_layout": layout,
+        "torch_version": torch.__version__,
+        "perception_retrieval_version": _package_version(),
+    }
+    say(f"[3/4] writing {out}")
+    # Write next to the target and rename, so a failed export leaves no half file. The file
+    # keeps its final name inside the temporary folder: TorchScript names the archive's
+    # top-level folder after it.
+    staging = tempfile.mkdtemp(prefix=".pe-export-", dir=out_dir)
+    partial = os.path.join(staging, os.path.basename(out))
+    try:
+        torch.jit.save(scripted, partial, _extra_files={METADATA_FILE: json.dumps(metadata, indent=2)})
+        if verify:
+            say("[4/4] verifying: reloading the file and comparing one forward with eager")
+            reloaded = torch.jit.load(partial, map_location="cpu")
+            probe = torch.randn(1, 3, size, size, generator=torch.Generator().manual_seed(1234))
+            with torch.no_grad():
+                expected = wrapper(probe)
+                got = reloaded(probe)
+            difference = (expected - got).abs().max().item()
+            if not torch.isfinite(got).all() or difference > 1e-4 * max(1.0, expected.abs().max().item()):
+                raise RuntimeError(f"exported module disagrees with the eager model (max abs diff {difference:.3g})")
+            say(f"      max abs diff eager vs reloaded: {difference:.2e}")
+        else:
+            say("[4/4] verification skipped")
+        os.replace(partial, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    size_bytes = os.path.getsize(out)
+    say(f"wrote {os.path.abspath(out)} ({_human_size(size_bytes)}, {size_bytes} bytes) "
+        f"in {time.perf_counter() - started:.1f} s")
+    return metadata
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="perception-retrieval-export",
+        description="Export PE-Core to a TorchScript file (with metadata) that pe::Encoder loads.",
+    )
+    source = parser.add_mutually_exclusive_group(required=True)
+    source.add_argument("--checkpoint", metavar="PATH",
+                        help="local checkpoint: official PE-Core-*.pt, bare vision state_dict, or timm/open_clip")
+    source.add_argument("--random-init", action="store_true", help="random weights (tests and demos)")
+    parser.add_argument("--seed", type=int, default=0, help="seed for --random-init (default 0)")
+    parser.add_argument("--config", default=pe_core.DEFAULT_CONFIG,
+                        help=f"model config (default {pe_core.DEFAULT_CONFIG}; one of: {', '.join(pe_core.CONFIGS)})")
+    parser.add_argument("--out", required=True, metavar="FILE.pt", help="output TorchScript file")
+    parser.add_argument("--no-normalize", dest="normalize", action="store_false",
+                        help="output raw embeddings instead of L2-normalised ones")
+    parser.add_argument("--quantize", choices=["none", "dynamic_int8"], default="none",
+                        help="dynamic int8 quantisation of the Linear layers (default none)")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="input size recorded in the metadata (default: the config's)")
+    parser.add_argument("--no-verify", dest="verify", action="store_false",
+                        help="skip reloading the file and comparing one forward")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 1,
+                        help="torch threads (default: all cores)")
+    args = parser.parse_args(argv)
+    if args.seed != 0 and not args.random_init:
+        parser.error("--seed only applies with --random-init")
+
+    torch.set_num_threads(max(1, args.threads))
+    try:
+        export(args.out, args.checkpoint, config=args.config, random_init=args.random_init, seed=args.seed,
+               normalize=args.normalize, quantize=args.quantize, image_size=args.image_size,
+               verify=args.verify, log=lambda message: print(message, flush=True))
+    except (checkpoints.CheckpointError, FileNotFoundError, ValueError, RuntimeError) as error:
+        print(f"perception-retrieval-export: error: {error}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
