@@ -150,6 +150,24 @@ auto without_gil(Result (Retriever::*method)(Args...) const) {
 
 }  // namespace
 
+// The serialised index as bytes (save()'s file format), for to_bytes and pickling.
+py::bytes retriever_to_bytes(const Retriever& retriever) {
+  std::string bytes;
+  {
+    py::gil_scoped_release release;
+    bytes = retriever.to_bytes();
+  }
+  return py::bytes(bytes);
+}
+
+Retriever retriever_from_bytes(const py::bytes& data) {
+  char* buffer = nullptr;
+  py::ssize_t size = 0;
+  PyBytes_AsStringAndSize(data.ptr(), &buffer, &size);
+  py::gil_scoped_release release;
+  return Retriever::from_bytes(buffer, static_cast<size_t>(size));
+}
+
 void bind_retriever(py::module_& module) {
   py::class_<Retriever> cls(module, "Retriever", R"doc(
 Exact top-k search over an embedding gallery (pe::Retriever, include/pe/retriever.hpp).
@@ -243,24 +261,10 @@ wait for running searches.)doc");
           py::arg("path"), py::arg("mmap") = false,
           "Read an index written by save(); mmap=True maps the vectors read-only instead of copying them.")
       .def("to_bytes",
-           [](const Retriever& retriever) {
-             std::string bytes;
-             {
-               py::gil_scoped_release release;
-               bytes = retriever.to_bytes();
-             }
-             return py::bytes(bytes);
-           })
+           &retriever_to_bytes)
       .def_static(
           "from_bytes",
-          [](const py::bytes& data) {
-            char* buffer = nullptr;
-            py::ssize_t size = 0;
-            PyBytes_AsStringAndSize(data.ptr(), &buffer, &size);
-            py::gil_scoped_release release;
-            return Retriever::from_bytes(buffer, static_cast<size_t>(size));
-          },
-          py::arg("data"))
+          &retriever_from_bytes, py::arg("data"))
       .def(
           "export_npy",
           [](const Retriever& retriever, const py::handle& vectors_path, const py::handle& ids_path) {
@@ -293,21 +297,8 @@ wait for running searches.)doc");
           "simd", [](const std::string& requested) { return name(Retriever::resolve_simd(parse_simd(requested))); },
           py::arg("requested") = "best", "The instruction set a search with simd=requested uses on this machine.")
       .def(py::pickle(
-          [](const Retriever& retriever) {
-            std::string bytes;
-            {
-              py::gil_scoped_release release;
-              bytes = retriever.to_bytes();
-            }
-            return py::bytes(bytes);
-          },
-          [](const py::bytes& data) {
-            char* buffer = nullptr;
-            py::ssize_t size = 0;
-            PyBytes_AsStringAndSize(data.ptr(), &buffer, &size);
-            py::gil_scoped_release release;
-            return Retriever::from_bytes(buffer, static_cast<size_t>(size));
-          }));
+          &retriever_to_bytes,
+          &retriever_from_bytes));
   // Pickles and reprs name the public package, not the compiled submodule.
   cls.attr("__module__") = "perception_retrieval";
 
