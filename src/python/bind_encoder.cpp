@@ -71,12 +71,8 @@ std::vector<Input> collect_inputs(const py::sequence& inputs) {
 }
 
 py::array to_numpy(Embeddings&& embeddings) {
-  auto owned = std::make_unique<Embeddings>(std::move(embeddings));
-  const py::ssize_t rows = owned->rows(), cols = owned->cols();
-  float* data = owned->data();
-  py::capsule owner(owned.get(), [](void* pointer) { delete static_cast<Embeddings*>(pointer); });
-  owned.release();
-  return py::array_t<float>({rows, cols}, data, owner);
+  const py::ssize_t rows = embeddings.rows(), cols = embeddings.cols();
+  return array_owning(std::move(embeddings), {rows, cols});
 }
 
 py::object encode(const Encoder& encoder, const py::sequence& inputs, const std::string& on_error,

@@ -7,7 +7,6 @@
 #include <pybind11/stl.h>
 
 #include <array>
-#include <memory>
 #include <string>
 #include <utility>
 
@@ -19,13 +18,9 @@ namespace py = pybind11;
 namespace pe::python {
 namespace {
 
-// Moves the image's pixel vector into a numpy array (H x W x 3 uint8) owned by a capsule.
 py::array to_numpy(image::Image&& image) {
-  auto owned = std::make_unique<std::vector<uint8_t>>(std::move(image.pixels));
-  uint8_t* data = owned->data();
-  py::capsule owner(owned.get(), [](void* pointer) { delete static_cast<std::vector<uint8_t>*>(pointer); });
-  owned.release();
-  return py::array_t<uint8_t>({image.height, image.width, 3}, data, owner);
+  const int height = image.height, width = image.width;
+  return array_owning(std::move(image.pixels), {height, width, 3});
 }
 
 image::DecodeOptions decode_options(int64_t max_pixels) {

@@ -6,8 +6,12 @@
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 
+#include <memory>
 #include <stdexcept>
 #include <string>
+#include <type_traits>
+#include <utility>
+#include <vector>
 
 namespace pe::python {
 
@@ -37,6 +41,20 @@ py::array_t<T, py::array::c_style> require_array(const py::handle& object, const
                           " must be C-contiguous; pass np.ascontiguousarray(" + argument + ")");
   }
   return py::array_t<T, py::array::c_style>::ensure(array);
+}
+
+/// Moves `owner` (a std::vector, an Eigen matrix: anything with data()) to the
+/// heap and returns a numpy array of `shape` over its memory, freed together
+/// with the array: results leave C++ without a copy.
+template <class Owner>
+py::array array_owning(Owner&& owner, std::vector<py::ssize_t> shape) {
+  using Held = std::decay_t<Owner>;
+  using T = std::remove_cv_t<std::remove_pointer_t<decltype(std::declval<Held&>().data())>>;
+  auto held = std::make_unique<Held>(std::forward<Owner>(owner));
+  T* data = held->data();
+  py::capsule capsule(held.get(), [](void* pointer) { delete static_cast<Held*>(pointer); });
+  held.release();  // the capsule owns it now
+  return py::array_t<T>(std::move(shape), data, capsule);
 }
 
 }  // namespace pe::python
