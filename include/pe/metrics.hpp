@@ -83,6 +83,12 @@ struct Options {
   /// from its ranking and from its R. Needs as many queries as gallery items
   /// and query_ids equal to gallery_ids.
   bool exclude_self = false;
+  /// Optional, num_queries entries: query q's own item in the gallery (its
+  /// gallery index), or -1 when the query is not in the gallery. That item is
+  /// removed from q's ranking and from its R, like exclude_self but for query
+  /// sets that only partly overlap the gallery (a manifest's role=both rows).
+  /// It must carry the query's instance id. Not combined with exclude_self.
+  const int64_t* self_indices = nullptr;
   int threads = 0;  ///< 0 = every hardware thread
 };
 
@@ -189,6 +195,25 @@ inline void validate_common(int64_t num_queries, const int64_t* query_ids, const
   if (options.ks.empty() && options.map_ks.empty()) {
     throw std::invalid_argument("ks and map_ks are both empty; ask for at least one metric");
   }
+  if (options.exclude_self && options.self_indices != nullptr) {
+    throw std::invalid_argument("pass exclude_self or self_indices, not both (exclude_self means self_indices[q] = q)");
+  }
+  if (options.self_indices != nullptr) {
+    for (int64_t q = 0; q < num_queries; ++q) {
+      const int64_t self = options.self_indices[q];
+      if (self < -1 || self >= gallery_size) {
+        throw std::invalid_argument("self_indices[" + std::to_string(q) + "] = " + std::to_string(self) +
+                                    " is out of range: use a gallery index in 0.." +
+                                    std::to_string(gallery_size - 1) + ", or -1 when the query is not in the gallery");
+      }
+      if (self >= 0 && gallery_ids[self] != query_ids[q]) {
+        throw std::invalid_argument("self_indices[" + std::to_string(q) + "] = " + std::to_string(self) +
+                                    " names a gallery item of instance " + std::to_string(gallery_ids[self]) +
+                                    " but query " + std::to_string(q) + " is instance " +
+                                    std::to_string(query_ids[q]) + "; a query's own item has its instance id");
+      }
+    }
+  }
   if (options.exclude_self) {
     if (num_queries != gallery_size) {
       throw std::invalid_argument(
@@ -206,16 +231,22 @@ inline void validate_common(int64_t num_queries, const int64_t* query_ids, const
   }
 }
 
-/// R for every query: gallery items sharing its id, minus itself under exclude_self.
+/// The gallery index query q must not retrieve (itself), or -1.
+inline int64_t self_index(const Options& options, int64_t q) {
+  if (options.exclude_self) return q;
+  return options.self_indices != nullptr ? options.self_indices[q] : -1;
+}
+
+/// R for every query: gallery items sharing its id, minus the query's own item.
 inline std::vector<int64_t> count_relevant(int64_t num_queries, const int64_t* query_ids,
                                            const int64_t* gallery_ids, int64_t gallery_size,
-                                           bool exclude_self) {
+                                           const Options& options) {
   std::vector<int64_t> sorted_ids(gallery_ids, gallery_ids + gallery_size);
   std::sort(sorted_ids.begin(), sorted_ids.end());
   std::vector<int64_t> relevant(static_cast<size_t>(num_queries));
   for (int64_t q = 0; q < num_queries; ++q) {
     const auto range = std::equal_range(sorted_ids.begin(), sorted_ids.end(), query_ids[q]);
-    relevant[q] = (range.second - range.first) - (exclude_self ? 1 : 0);
+    relevant[q] = (range.second - range.first) - (self_index(options, q) >= 0 ? 1 : 0);
   }
   return relevant;
 }
@@ -243,6 +274,7 @@ class QueryScorer {
     int64_t hits = 0;
     double ap_sum = 0;
     bool padding_started = false;
+    const int64_t own_item = self_index(options_, q);
     for (int64_t j = 0; j < length; ++j) {
       const int64_t g = list[j];
       if (g == -1) {
@@ -265,7 +297,7 @@ class QueryScorer {
                                     "each gallery item may appear once per row");
       }
       seen_[g] = q + 1;
-      if (options_.exclude_self && g == q) continue;
+      if (g == own_item) continue;
       if (rank >= depth_needed_) continue;  // keep validating the rest of the row
       ++rank;
       if (gallery_ids_[g] == query_id) {
@@ -381,8 +413,8 @@ constexpr int64_t kMinQueriesPerThread = 2048;
 ///                FAISS return); padding and ranks past `depth` are non-relevant.
 ///   query_ids    num_queries instance ids; gallery_ids: gallery_size instance ids.
 /// Throws std::invalid_argument on an empty query set or gallery, bad options,
-/// indices out of range, a repeated index within a row, or (exclude_self) query
-/// and gallery sets that differ.
+/// indices out of range, a repeated index within a row, (exclude_self) query
+/// and gallery sets that differ, or self_indices out of range / of another instance.
 inline Evaluation evaluate(const int64_t* ranking, int64_t num_queries, int64_t depth,
                            const int64_t* query_ids, const int64_t* gallery_ids, int64_t gallery_size,
                            const Options& options = {}) {
@@ -391,7 +423,7 @@ inline Evaluation evaluate(const int64_t* ranking, int64_t num_queries, int64_t 
   if (ranking == nullptr && depth > 0) throw std::invalid_argument("ranking is null");
   Evaluation out = detail::prepare(num_queries, options);
   const std::vector<int64_t> relevant =
-      detail::count_relevant(num_queries, query_ids, gallery_ids, gallery_size, options.exclude_self);
+      detail::count_relevant(num_queries, query_ids, gallery_ids, gallery_size, options);
   pe::detail::parallel_for(num_queries, options.threads, detail::kMinQueriesPerThread,
                            [&](int64_t begin, int64_t end) {
                              detail::QueryScorer scorer(options, gallery_ids, gallery_size, "ranking");
@@ -430,7 +462,7 @@ Evaluation evaluate_scores(const Score* scores, int64_t num_queries, int64_t gal
   if (scores == nullptr) throw std::invalid_argument("scores is null");
   Evaluation out = detail::prepare(num_queries, options);
   const std::vector<int64_t> relevant =
-      detail::count_relevant(num_queries, query_ids, gallery_ids, gallery_size, options.exclude_self);
+      detail::count_relevant(num_queries, query_ids, gallery_ids, gallery_size, options);
   const int64_t depth_needed = detail::max_cutoff(options);
   pe::detail::parallel_for(
       num_queries, options.threads, std::max<int64_t>(1, detail::kMinQueriesPerThread * 100 / gallery_size),
@@ -441,12 +473,13 @@ Evaluation evaluate_scores(const Score* scores, int64_t num_queries, int64_t gal
         for (int64_t q = begin; q < end; ++q) {
           const Score* row = scores + q * gallery_size;
           candidates.clear();
+          const int64_t own_item = detail::self_index(options, q);
           for (int64_t g = 0; g < gallery_size; ++g) {
             if (std::isnan(row[g])) {
               throw std::invalid_argument("scores[" + std::to_string(q) + ", " + std::to_string(g) +
                                           "] is NaN; check the embeddings for NaN before scoring");
             }
-            if (!(options.exclude_self && g == q)) candidates.push_back(g);
+            if (g != own_item) candidates.push_back(g);
           }
           const auto keep = std::min<int64_t>(depth_needed, static_cast<int64_t>(candidates.size()));
           std::partial_sort(candidates.begin(), candidates.begin() + keep, candidates.end(),

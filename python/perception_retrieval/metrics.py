@@ -123,9 +123,19 @@ def _as_dict(evaluation, per_query: bool) -> dict:
     return result
 
 
+def _self_indices(self_indices):
+    if self_indices is None:
+        return None
+    array = np.asarray(self_indices)
+    if array.dtype == np.bool_ or not np.issubdtype(array.dtype, np.integer):
+        raise TypeError(f"self_indices must hold integer gallery indices (-1 = not in the gallery), "
+                        f"got dtype {array.dtype}")
+    return np.ascontiguousarray(array, dtype=np.int64)
+
+
 def evaluate(ranking, query_ids, gallery_ids, ks: _Ks = (1, 5), map_k: _Ks = 10,
              ap_normalizer: str = "min_r_k", exclude_self: bool = False,
-             per_query: bool = False, threads: int = 0) -> dict:
+             per_query: bool = False, threads: int = 0, self_indices=None) -> dict:
     """Scores ranked retrieval results.
 
     ranking:      Q x K gallery indices, best first (int; -1 pads rows with fewer
@@ -135,6 +145,9 @@ def evaluate(ranking, query_ids, gallery_ids, ks: _Ks = (1, 5), map_k: _Ks = 10,
                   cut-offs for mAP@k.
     exclude_self: the query set is the gallery (Q == N, same ids): query i's own
                   gallery index i is dropped from its ranking and its R.
+    self_indices: for query sets that partly overlap the gallery: Q gallery
+                  indices, query i's own item (dropped like exclude_self), or -1
+                  when query i is not in the gallery.
     per_query:    also return result["per_query"], arrays of Q values per metric
                   (AP@k for the per-query AP) plus "num_relevant"; NaN for lone queries.
     threads:      0 = all cores.
@@ -147,20 +160,20 @@ def evaluate(ranking, query_ids, gallery_ids, ks: _Ks = (1, 5), map_k: _Ks = 10,
     queries, gallery = _ids(query_ids, gallery_ids)
     evaluation = _core.metrics.evaluate(
         _ranking(ranking), queries, gallery, _cutoffs(ks, "ks"), _cutoffs(map_k, "map_k"),
-        _check_normalizer(ap_normalizer), bool(exclude_self), _threads(threads))
+        _check_normalizer(ap_normalizer), bool(exclude_self), _self_indices(self_indices), _threads(threads))
     return _as_dict(evaluation, per_query)
 
 
 def evaluate_scores(scores, query_ids, gallery_ids, ks: _Ks = (1, 5), map_k: _Ks = 10,
                     ap_normalizer: str = "min_r_k", exclude_self: bool = False,
-                    per_query: bool = False, threads: int = 0) -> dict:
+                    per_query: bool = False, threads: int = 0, self_indices=None) -> dict:
     """Like evaluate(), from a Q x N similarity matrix (float32 or float64,
     C-contiguous, higher = more similar). Each row is ranked inside: score
     descending, ties by gallery index ascending. NaN scores are an error."""
     queries, gallery = _ids(query_ids, gallery_ids)
     evaluation = _core.metrics.evaluate_scores(
         _scores(scores), queries, gallery, _cutoffs(ks, "ks"), _cutoffs(map_k, "map_k"),
-        _check_normalizer(ap_normalizer), bool(exclude_self), _threads(threads))
+        _check_normalizer(ap_normalizer), bool(exclude_self), _self_indices(self_indices), _threads(threads))
     return _as_dict(evaluation, per_query)
 
 

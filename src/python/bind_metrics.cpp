@@ -51,14 +51,27 @@ py::array per_query_view(const py::object& owner, const std::vector<T>& values, 
   return std::move(view);
 }
 
+// self_indices: None, or one int64 gallery index (or -1) per query. The
+// returned array keeps the buffer alive while options points into it.
+py::array_t<int64_t, py::array::c_style> optional_self_indices(const py::handle& object, py::ssize_t num_queries,
+                                                               metrics::Options& options) {
+  if (object.is_none()) return {};
+  auto indices = require_array<int64_t>(object, "self_indices", 1);
+  check_ids(indices, "self_indices", num_queries, "there are queries:");
+  options.self_indices = indices.data();
+  return indices;
+}
+
 template <class Score>
 Evaluation evaluate_scores_typed(const py::handle& scores_object, const py::handle& query_ids_object,
-                                 const py::handle& gallery_ids_object, const metrics::Options& options) {
+                                 const py::handle& gallery_ids_object, const py::handle& self_indices_object,
+                                 metrics::Options options) {
   const auto scores = require_array<Score>(scores_object, "scores", 2);
   const auto query_ids = require_array<int64_t>(query_ids_object, "query_ids", 1);
   const auto gallery_ids = require_array<int64_t>(gallery_ids_object, "gallery_ids", 1);
   check_ids(query_ids, "query_ids", scores.shape(0), "scores has rows:");
   check_ids(gallery_ids, "gallery_ids", scores.shape(1), "scores has columns:");
+  const auto self_indices = optional_self_indices(self_indices_object, scores.shape(0), options);
   py::gil_scoped_release release;
   return metrics::evaluate_scores(scores.data(), scores.shape(0), scores.shape(1), query_ids.data(),
                                   gallery_ids.data(), options);
@@ -109,34 +122,36 @@ void bind_metrics(py::module_& parent) {
       "evaluate",
       [](const py::handle& ranking_object, const py::handle& query_ids_object, const py::handle& gallery_ids_object,
          std::vector<int> ks, std::vector<int> map_ks, const std::string& ap_normalizer, bool exclude_self,
-         int threads) {
-        const auto options = make_options(std::move(ks), std::move(map_ks), ap_normalizer, exclude_self, threads);
+         const py::handle& self_indices_object, int threads) {
+        auto options = make_options(std::move(ks), std::move(map_ks), ap_normalizer, exclude_self, threads);
         const auto ranking = require_array<int64_t>(ranking_object, "ranking", 2);
         const auto query_ids = require_array<int64_t>(query_ids_object, "query_ids", 1);
         const auto gallery_ids = require_array<int64_t>(gallery_ids_object, "gallery_ids", 1);
         check_ids(query_ids, "query_ids", ranking.shape(0), "ranking has rows:");
+        const auto self_indices = optional_self_indices(self_indices_object, ranking.shape(0), options);
         py::gil_scoped_release release;
         return metrics::evaluate(ranking.data(), ranking.shape(0), ranking.shape(1), query_ids.data(),
                                  gallery_ids.data(), gallery_ids.shape(0), options);
       },
       py::arg("ranking"), py::arg("query_ids"), py::arg("gallery_ids"), py::arg("ks"), py::arg("map_ks"),
-      py::arg("ap_normalizer"), py::arg("exclude_self"), py::arg("threads"),
+      py::arg("ap_normalizer"), py::arg("exclude_self"), py::arg("self_indices"), py::arg("threads"),
       "ranking: Q x K int64 gallery indices (best first, -1 pads); ids: int64.");
 
   module.def(
       "evaluate_scores",
       [](const py::handle& scores, const py::handle& query_ids, const py::handle& gallery_ids, std::vector<int> ks,
-         std::vector<int> map_ks, const std::string& ap_normalizer, bool exclude_self, int threads) {
+         std::vector<int> map_ks, const std::string& ap_normalizer, bool exclude_self,
+         const py::handle& self_indices, int threads) {
         const auto options = make_options(std::move(ks), std::move(map_ks), ap_normalizer, exclude_self, threads);
         const bool is_double = py::isinstance<py::array>(scores) &&
                                py::reinterpret_borrow<py::array>(scores).dtype().is(py::dtype::of<double>());
         if (is_double) {
-          return evaluate_scores_typed<double>(scores, query_ids, gallery_ids, options);
+          return evaluate_scores_typed<double>(scores, query_ids, gallery_ids, self_indices, options);
         }
-        return evaluate_scores_typed<float>(scores, query_ids, gallery_ids, options);
+        return evaluate_scores_typed<float>(scores, query_ids, gallery_ids, self_indices, options);
       },
       py::arg("scores"), py::arg("query_ids"), py::arg("gallery_ids"), py::arg("ks"), py::arg("map_ks"),
-      py::arg("ap_normalizer"), py::arg("exclude_self"), py::arg("threads"),
+      py::arg("ap_normalizer"), py::arg("exclude_self"), py::arg("self_indices"), py::arg("threads"),
       "scores: Q x N float32 or float64, higher = more similar; ids: int64.");
 
   py::class_<metrics::Report>(module, "Report", "The leaderboard table (see include/pe/report.hpp)")

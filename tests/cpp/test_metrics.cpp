@@ -167,6 +167,48 @@ TEST(Metrics, SelfExclusionRemovesOwnIndexNotRankOne) {
   EXPECT_TRUE(same_values(r.per_query_average_precision, e.per_query_average_precision));
 }
 
+TEST(Metrics, SelfIndicesExcludeOwnItemOfPartlyOverlappingQueries) {
+  // Gallery: 0:A 1:A 2:B 3:A. Query 0 is gallery item 1 (a role=both image);
+  // query 1 is a query-only image of B. By hand, k = 1, 2, AP@3 (min(R, 3)):
+  //   query 0 ranks 1(self, dropped), 2, 0, 3 -> rels 0,1,1; R = 2 (items 0, 3)
+  //     P@1 = 0, P@2 = 1/2, R@2 = 1/2, AP@3 = (1/2 + 2/3) / 2 = 7/12
+  //   query 1 ranks 2, 0 -> rels 1,0; R = 1; P@1 = 1, P@2 = 1/2, AP@3 = 1
+  const std::vector<int64_t> gallery_ids{7, 7, 8, 7};
+  const std::vector<int64_t> query_ids{7, 8};
+  const std::vector<int64_t> self_indices{1, -1};
+  const std::vector<int64_t> ranking{1, 2, 0, 3,  //
+                                     2, 0, -1, -1};
+  Options options = make_options({1, 2}, {3});
+  options.self_indices = self_indices.data();
+  const Evaluation e = evaluate(ranking.data(), 2, 4, query_ids.data(), gallery_ids.data(), 4, options);
+  EXPECT_EQ(e.num_relevant[0], 2);
+  EXPECT_EQ(e.num_relevant[1], 1);
+  EXPECT_DOUBLE_EQ(e.per_query_precision[0 * 2 + 0], 0.0);
+  EXPECT_DOUBLE_EQ(e.per_query_precision[0 * 2 + 1], 0.5);
+  EXPECT_DOUBLE_EQ(e.per_query_recall[0 * 2 + 1], 0.5);
+  EXPECT_DOUBLE_EQ(e.per_query_average_precision[0], 7.0 / 12.0);
+  EXPECT_DOUBLE_EQ(e.per_query_precision[1 * 2 + 0], 1.0);
+  EXPECT_DOUBLE_EQ(e.per_query_average_precision[1], 1.0);
+
+  // The score form drops the same item before ranking.
+  const std::vector<float> scores{0.5f, 1.0f, 0.9f, 0.1f,  //
+                                  0.4f, 0.2f, 0.8f, 0.1f};
+  const Evaluation s = evaluate_scores(scores.data(), 2, 4, query_ids.data(), gallery_ids.data(), options);
+  EXPECT_DOUBLE_EQ(s.per_query_average_precision[0], 7.0 / 12.0);
+  EXPECT_DOUBLE_EQ(s.per_query_precision[1 * 2 + 0], 1.0);
+
+  // An own item of another instance, an index out of range, or both switches: errors.
+  const std::vector<int64_t> wrong_instance{2, -1};
+  options.self_indices = wrong_instance.data();
+  EXPECT_THROW(evaluate(ranking.data(), 2, 4, query_ids.data(), gallery_ids.data(), 4, options), std::invalid_argument);
+  const std::vector<int64_t> out_of_range{4, -1};
+  options.self_indices = out_of_range.data();
+  EXPECT_THROW(evaluate(ranking.data(), 2, 4, query_ids.data(), gallery_ids.data(), 4, options), std::invalid_argument);
+  options.self_indices = self_indices.data();
+  options.exclude_self = true;
+  EXPECT_THROW(evaluate(ranking.data(), 2, 4, query_ids.data(), gallery_ids.data(), 4, options), std::invalid_argument);
+}
+
 TEST(Metrics, ScoreTiesBreakByGalleryIndex) {
   // Scores 0.5, 0.9, 0.9, 0.1 rank as 1, 2, 0, 3; only gallery 2 is relevant.
   const std::vector<int64_t> gallery_ids{0, 0, 7, 0};

@@ -146,6 +146,46 @@ def test_random_scores_match_naive(dtype):
             assert close(got[key], value), (trial, key, got[key], value)
 
 
+def test_self_indices_match_naive_on_partly_overlapping_query_sets():
+    """Manifests with role=both rows: some queries are gallery items, some not."""
+    rng = np.random.default_rng(23)
+    for trial in range(60):
+        n = int(rng.integers(2, 40))
+        gallery_ids = rng.integers(0, max(1, n // 3), size=n)
+        num_queries = int(rng.integers(1, 30))
+        self_indices = np.where(rng.random(num_queries) < 0.5, rng.integers(0, n, size=num_queries), -1)
+        query_ids = np.where(self_indices >= 0, gallery_ids[np.maximum(self_indices, 0)],
+                             rng.integers(0, max(1, n // 3) + 1, size=num_queries))
+        scores = (rng.integers(0, 6, size=(num_queries, n)) / 5).astype(np.float32)
+        rows = [naive_metrics.rank_scores(row.tolist()) for row in scores]  # self still inside
+        got = metrics.evaluate(np.array(rows), query_ids, gallery_ids, ks=(1, 3), map_k=10,
+                               self_indices=self_indices, per_query=True)
+        got_scores = metrics.evaluate_scores(scores, query_ids, gallery_ids, ks=(1, 3), map_k=10,
+                                             self_indices=self_indices)
+        per_query = [naive_metrics.evaluate_query(rows[q], int(query_ids[q]), gallery_ids.tolist(), (1, 3), (10,),
+                                                  "min_r_k", self_index=int(s) if s >= 0 else None)
+                     for q, s in enumerate(self_indices)]
+        scored = [r for r in per_query if r is not None]
+        assert got["lone_queries"] == got_scores["lone_queries"] == len(per_query) - len(scored)
+        for name, key in (("P@1", "P@1"), ("R@3", "R@3"), ("mAP@10", "AP@10")):
+            want = sum(r[key] for r in scored) / len(scored) if scored else math.nan
+            assert close(got[name], want), (trial, name)
+            assert close(got_scores[name], want), (trial, name)
+
+
+def test_self_indices_are_validated():
+    ids = np.array([1, 1, 2])
+    ranking = np.array([[0, 1, 2]])
+    with pytest.raises(ValueError, match=r"self_indices\[0\] = 2 names a gallery item of instance"):
+        metrics.evaluate(ranking, ids[:1], ids, self_indices=[2])
+    with pytest.raises(ValueError, match="out of range"):
+        metrics.evaluate(ranking, ids[:1], ids, self_indices=[3])
+    with pytest.raises(ValueError, match="self_indices has 2 entries"):
+        metrics.evaluate(ranking, ids[:1], ids, self_indices=[0, 1])
+    with pytest.raises(TypeError, match="self_indices must hold integer"):
+        metrics.evaluate(ranking, ids[:1], ids, self_indices=[0.5])
+
+
 def read_golden_cases():
     cases, case = [], None
     with open(os.path.join(DATA_DIR, "metrics_cases.txt")) as lines:
