@@ -1,10 +1,15 @@
 """The perception-retrieval command line.
 
-    perception-retrieval demo [--out DIR]
+    perception-retrieval demo   [--out DIR] [--checkpoint PE-Core-L14-336.pt]
+    perception-retrieval eval   --model M.pt --dataset NAME=FORMAT:PATH [...] [--out DIR]
+    perception-retrieval encode --model M.pt INPUT --out embeddings.npz
+    perception-retrieval search --model M.pt --gallery embeddings.npz|INPUT QUERY [QUERY ...] [-k 5]
 
-`demo` scores the bundled example rankings (data/example_rankings.json, two
-simulated product sets) and prints the leaderboard table; with --out it also
-writes report.md, report.csv and report.json there.
+FORMAT is sop, products10k, vprc, manifest or folders (see datasets.py); INPUT
+is a dataset in the same NAME=FORMAT:PATH form, or simply a folder of instance
+folders or a manifest .csv. Embeddings are cached by model and image contents
+(--cache DIR, default ~/.cache/perception_retrieval; --no-cache to disable), so
+a re-run encodes nothing twice and an interrupted run resumes.
 """
 
 from __future__ import annotations
@@ -14,45 +19,172 @@ import json
 import os
 import sys
 import time
-from importlib import resources
 
-from . import __version__, metrics
+import numpy as np
 
+from . import __version__
 
-def _load_example_rankings() -> list:
-    text = resources.files(__package__).joinpath("data/example_rankings.json").read_text()
-    return json.loads(text)["datasets"]
+DEMO_CONFIG = "PE-Core-L14-336"
 
 
-def _write_report(report: metrics.Report, out_dir: str) -> list:
-    os.makedirs(out_dir, exist_ok=True)
-    written = []
-    for name, text in (("report.md", report.to_markdown()), ("report.csv", report.to_csv()),
-                       ("report.json", report.to_json())):
-        path = os.path.join(out_dir, name)
-        # Write beside, then rename: an interrupted run never leaves half a report.
-        with open(path + ".tmp", "w") as out:
-            out.write(text)
-        os.replace(path + ".tmp", path)
-        written.append(path)
-    return written
+def _add_model_options(parser: argparse.ArgumentParser, model_required: bool = True) -> None:
+    parser.add_argument("--model", required=model_required, metavar="M.pt",
+                        help="TorchScript model made by perception-retrieval-export")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
+                        help="fp16/bf16 on CUDA only (default fp32)")
+    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
+    parser.add_argument("--threads", type=int, default=0, help="compute threads (default 0 = all cores)")
+    parser.add_argument("--decode-threads", type=int, default=0, help="image decoding threads (default 0 = all cores)")
+    cache = parser.add_mutually_exclusive_group()
+    cache.add_argument("--cache", metavar="DIR", default=None,
+                       help="embedding cache folder (default $XDG_CACHE_HOME/perception_retrieval)")
+    cache.add_argument("--no-cache", action="store_true", help="encode everything, store nothing")
+    parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
+                        help="an unreadable image stops the run (raise, default) or is left out and reported (skip)")
+
+
+def _evaluation(args, model_path: str, **extra):
+    from . import cache, evaluation
+
+    cache_dir = None if args.no_cache else (args.cache or cache.default_cache_dir())
+    return evaluation.Evaluation(model_path, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
+                                 threads=args.threads, decode_threads=args.decode_threads, cache_dir=cache_dir,
+                                 on_error=args.on_error, **extra)
+
+
+def _default_out_dir(prefix: str) -> str:
+    return f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def run_eval(args: argparse.Namespace) -> int:
+    from . import datasets
+
+    loaded = [datasets.load_spec(spec) for spec in args.dataset]  # every dataset checked before any encoding
+    datasets.check_unique_names(loaded)
+    out_dir = args.out or _default_out_dir("eval")
+    run = _evaluation(args, args.model, samples=args.samples, ap_normalizer=args.ap_normalizer,
+                      chunk_size=args.chunk_size)
+    run.evaluate(loaded, out_dir=out_dir, html=not args.no_html)
+    print(f"reports in {os.path.abspath(out_dir)}" + ("" if args.no_html else
+                                                       f" (open {os.path.join(out_dir, 'report.html')})"))
+    return 0
+
+
+def _export_demo_model(args, models_dir: str) -> str:
+    from . import export
+
+    os.makedirs(models_dir, exist_ok=True)
+    if args.checkpoint:
+        stem = os.path.splitext(os.path.basename(args.checkpoint))[0]
+        path = os.path.join(models_dir, f"{args.config}-{stem}.pt")
+    else:
+        path = os.path.join(models_dir, f"{args.config}-random-seed{args.seed}.pt")
+    if os.path.isfile(path):
+        print(f"[demo] reusing the exported model {path}")
+        return path
+    if args.checkpoint:
+        print(f"[demo] exporting {args.config} from the checkpoint {args.checkpoint}")
+        export.export(path, args.checkpoint, config=args.config)
+    else:
+        print(f"[demo] exporting {args.config} with RANDOM WEIGHTS (seed {args.seed}): no checkpoint was given, "
+              "so the scores only show that the pipeline works end to end. Pass --checkpoint with the official "
+              "PE-Core file for meaningful numbers.")
+        export.export(path, config=args.config, random_init=True, seed=args.seed)
+    return path
 
 
 def run_demo(args: argparse.Namespace) -> int:
-    print(f"perception_retrieval {__version__}: scoring the bundled example rankings "
-          "(simulated product sets; encoding real images arrives with the encoder)\n")
-    report = metrics.Report()
+    from . import datasets, synthetic
+
     started = time.perf_counter()
-    for dataset in _load_example_rankings():
-        result = metrics.evaluate(dataset["ranking"], dataset["query_ids"], dataset["gallery_ids"],
-                                  exclude_self=dataset["exclude_self"], threads=args.threads)
-        report.add(dataset["name"], result)
-    elapsed = time.perf_counter() - started
-    print(report.to_markdown())
-    print(f"scored {len(report)} datasets in {elapsed * 1000:.1f} ms")
-    if args.out:
-        for path in _write_report(report, args.out):
-            print(f"wrote {path}")
+    out_dir = os.path.abspath(args.out)
+    data_dir = os.path.join(out_dir, "data")
+    print(f"[demo] writing two small labelled product sets under {data_dir}")
+    products = synthetic.write_folder_dataset(os.path.join(data_dir, "products"), num_instances=args.instances,
+                                              views_per_instance=args.views, seed=args.seed)
+    shelf = synthetic.write_vprc_dataset(os.path.join(data_dir, "shelf"), num_instances=args.instances,
+                                         gallery_views=2, queries_per_instance=1, seed=args.seed + 1)
+    loaded = [datasets.load_folders(products, "Demo products (folders)"),
+              datasets.load_vprc(shelf, "Demo shelf (VPRC layout)")]
+    model_path = args.model or _export_demo_model(args, os.path.join(out_dir, "models"))
+    run = _evaluation(args, model_path, samples=6)
+    run.evaluate(loaded, out_dir=os.path.join(out_dir, "report"))
+    print(f"[demo] done in {time.perf_counter() - started:.0f} s; open {os.path.join(out_dir, 'report', 'report.html')}")
+    if run.random_weights:
+        print("[demo] reminder: random weights; the table shows the pipeline works, not how good PE-Core is.")
+    return 0
+
+
+def _load_input(spec: str):
+    from . import datasets
+
+    return datasets.load_spec(spec)
+
+
+def run_encode(args: argparse.Namespace) -> int:
+    dataset = _load_input(args.input)
+    print(dataset.summary(), file=sys.stderr)
+    run = _evaluation(args, args.model)
+    embeddings, failures, timing = run.embed(dataset.images, dataset.name)
+    keep = np.array([i not in failures for i in range(len(dataset.images))], dtype=bool)
+    crops = np.array([ref.crop if ref.crop else (-1, -1, -1, -1) for ref in dataset.images], dtype=np.int64)
+    out = os.path.abspath(args.out)
+    with open(out + ".tmp", "wb") as handle:  # np.savez appends .npz to names without it
+        np.savez(handle, embeddings=embeddings[keep], paths=np.array([r.path for r in dataset.images])[keep],
+                 instance_ids=np.array(dataset.instance_ids)[keep], crops=crops[keep].reshape(-1, 4),
+                 model_sha256=np.array(run.model_sha256), metadata=np.array(json.dumps(run.metadata)))
+    os.replace(out + ".tmp", out)
+    print(f"wrote {int(keep.sum())} embeddings ({embeddings.shape[1]}-d) to {out} "
+          f"({timing['encoded_images']} encoded, {timing['cached_images']} from the cache, "
+          f"{len(failures)} failed)", file=sys.stderr)
+    for index, reason in sorted(failures.items()):
+        print(f"  failed: {dataset.images[index]}: {reason}", file=sys.stderr)
+    return 0 if not failures else 1
+
+
+def _gallery(args, run):
+    """(embeddings, paths, instance_ids) from an encode .npz or a dataset to encode."""
+    if args.gallery.endswith(".npz") and os.path.isfile(args.gallery):
+        with np.load(args.gallery, allow_pickle=False) as data:
+            missing = [key for key in ("embeddings", "paths", "instance_ids", "model_sha256") if key not in data]
+            if missing:
+                raise ValueError(f"{args.gallery} lacks {', '.join(missing)}; make it with perception-retrieval encode")
+            if str(data["model_sha256"]) != run.model_sha256:
+                raise ValueError(f"{args.gallery} was encoded with another model (sha256 {str(data['model_sha256'])[:12]}, "
+                                 f"this one is {run.model_sha256[:12]}); re-encode the gallery with this model")
+            return data["embeddings"], data["paths"].tolist(), data["instance_ids"].tolist()
+    dataset = _load_input(args.gallery)
+    embeddings, failures, _ = run.embed(dataset.images, dataset.name)
+    keep = [i for i in range(len(dataset.images)) if i not in failures]
+    return embeddings[keep], [dataset.images[i].path for i in keep], [dataset.instance_ids[i] for i in keep]
+
+
+def run_search(args: argparse.Namespace) -> int:
+    from ._core import Retriever
+
+    run = _evaluation(args, args.model)
+    embeddings, paths, labels = _gallery(args, run)
+    if len(paths) == 0:
+        raise ValueError(f"the gallery {args.gallery} holds no image")
+    gallery = Retriever(embeddings.shape[1])
+    gallery.add(np.ascontiguousarray(embeddings, dtype=np.float32), np.arange(len(paths), dtype=np.int64))
+    for query in args.queries:
+        if not os.path.isfile(query):
+            raise FileNotFoundError(f"query image {query} not found")
+    queries = run.encoder.encode(list(args.queries))
+    scores, ids = gallery.search(queries, min(args.k, len(paths)), threads=args.threads)
+    results = []
+    for query, row_scores, row_ids in zip(args.queries, scores, ids):
+        hits = [{"rank": rank + 1, "score": float(s), "path": paths[g], "instance_id": labels[g]}
+                for rank, (s, g) in enumerate(zip(row_scores.tolist(), row_ids.tolist())) if g >= 0]
+        results.append({"query": query, "results": hits})
+        if not args.json:
+            print(query)
+            for hit in hits:
+                print(f"  {hit['rank']:>3}  {hit['score']:.4f}  {hit['instance_id']}  {hit['path']}")
+    if args.json:
+        print(json.dumps(results, indent=2))
     return 0
 
 
@@ -62,18 +194,62 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser("demo", help="score the bundled example and print the leaderboard table")
-    demo.add_argument("--out", metavar="DIR", help="also write report.md, report.csv and report.json to DIR")
-    demo.add_argument("--threads", type=int, default=0, help="scoring threads (default 0 = all cores)")
+    demo = commands.add_parser("demo", help="generate product images, export a model, evaluate end to end")
+    demo.add_argument("--out", default="demo-output", metavar="DIR", help="where data, model and report go "
+                      "(default ./demo-output)")
+    demo.add_argument("--checkpoint", metavar="FILE", help="official PE-Core checkpoint (default: random weights)")
+    demo.add_argument("--config", default=DEMO_CONFIG, help=f"PE-Core config to export (default {DEMO_CONFIG})")
+    demo.add_argument("--instances", type=int, default=8, help="products per set (default 8)")
+    demo.add_argument("--views", type=int, default=4, help="views per product in the folder set (default 4)")
+    demo.add_argument("--seed", type=int, default=0, help="seed for images and random weights (default 0)")
+    _add_model_options(demo, model_required=False)
     demo.set_defaults(run=run_demo)
+
+    evaluate = commands.add_parser("eval", help="evaluate a model on datasets: table, reports, HTML")
+    _add_model_options(evaluate)
+    evaluate.add_argument("--dataset", action="append", required=True, metavar="NAME=FORMAT:PATH",
+                          help="a dataset (repeat for several); FORMAT: sop, products10k, vprc, manifest, folders")
+    evaluate.add_argument("--out", metavar="DIR", help="report folder (default ./eval-DATE-TIME)")
+    evaluate.add_argument("--samples", type=int, default=8, help="sample queries per dataset in the HTML report")
+    evaluate.add_argument("--ap-normalizer", default="min_r_k", choices=("min_r_k", "r", "hits"),
+                          help="AP@k divisor: min(R, k) (the leaderboard's, default), R, or hits in the top k")
+    evaluate.add_argument("--chunk-size", type=int, default=256, help="images encoded between cache writes")
+    evaluate.add_argument("--no-html", action="store_true", help="skip report.html")
+    evaluate.set_defaults(run=run_eval)
+
+    encode = commands.add_parser("encode", help="embed a dataset (folder, manifest or NAME=FORMAT:PATH) to .npz")
+    _add_model_options(encode)
+    encode.add_argument("input", metavar="INPUT", help="folder of instance folders, manifest.csv or NAME=FORMAT:PATH")
+    encode.add_argument("--out", required=True, metavar="FILE.npz",
+                        help="embeddings, paths, instance_ids, crops, model_sha256")
+    encode.set_defaults(run=run_encode)
+
+    search = commands.add_parser("search", help="top-k gallery images for query images")
+    _add_model_options(search)
+    search.add_argument("--gallery", required=True, metavar="FILE.npz|INPUT",
+                        help="embeddings from 'encode', or a dataset to encode (cached)")
+    search.add_argument("queries", nargs="+", metavar="QUERY", help="query image files")
+    search.add_argument("-k", type=int, default=5, help="results per query (default 5)")
+    search.add_argument("--json", action="store_true", help="print JSON instead of a listing")
+    search.set_defaults(run=run_search)
     return parser
 
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
+    for option in ("batch_size", "k", "chunk_size", "instances", "views"):
+        value = getattr(args, option, None)
+        if value is not None and value < 1:
+            print(f"perception-retrieval {args.command}: error: --{option.replace('_', '-')} must be >= 1, "
+                  f"got {value}", file=sys.stderr)
+            return 2
     try:
         return args.run(args)
-    except (ValueError, TypeError, OSError) as error:
+    except KeyboardInterrupt:
+        print(f"\nperception-retrieval {args.command}: interrupted; finished chunks are cached and a re-run "
+              "resumes from them", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, OSError, RuntimeError) as error:
         print(f"perception-retrieval {args.command}: error: {error}", file=sys.stderr)
         return 2
 
