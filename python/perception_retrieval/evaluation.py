@@ -210,29 +210,6 @@ class Evaluation:
 
     # -- search and scoring --------------------------------------------------
 
-    def rank(self, dataset: Dataset, embeddings: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-        """(scores, ranking): Q x CURVE_DEPTH exact top-k over the gallery, as
-        gallery positions, each query's own image excluded by index."""
-        gallery = Retriever(embeddings.shape[1])
-        gallery.add(np.ascontiguousarray(embeddings[dataset.gallery_images]),
-                    np.arange(len(dataset.gallery_images), dtype=np.int64))
-        queries = np.ascontiguousarray(embeddings[dataset.query_images])
-        depth = min(CURVE_DEPTH, len(dataset.gallery_images))
-        if dataset.all_vs_all:
-            return gallery.search(queries, depth, exclude_self=True, threads=self.threads)
-        own = dataset.query_self_indices
-        if (own >= 0).any():
-            return gallery.search(queries, depth, exclude_ids=own, threads=self.threads)
-        return gallery.search(queries, depth, threads=self.threads)
-
-    def score(self, dataset: Dataset, ranking: np.ndarray) -> dict:
-        codes = dataset.instance_codes()
-        own = dataset.query_self_indices
-        return metrics.evaluate(ranking, codes[dataset.query_images], codes[dataset.gallery_images],
-                                ks=range(1, CURVE_DEPTH + 1), map_k=CURVE_DEPTH,
-                                ap_normalizer=self.ap_normalizer, per_query=True, threads=self.threads,
-                                self_indices=own if (own >= 0).any() else None)
-
     # -- the whole run -------------------------------------------------------
 
     def evaluate_dataset(self, dataset: Dataset) -> Tuple[dict, dict, List[dict]]:
@@ -246,10 +223,10 @@ class Evaluation:
                 self.log(f"  {dataset.images[index]}: {reason}")
             dataset, embeddings = _without_images(dataset, embeddings, set(failures))
         started = time.perf_counter()
-        scores, ranking = self.rank(dataset, embeddings)
+        scores, ranking = rank(dataset, embeddings, CURVE_DEPTH, self.threads)
         timing["search_s"] = time.perf_counter() - started
         started = time.perf_counter()
-        result = self.score(dataset, ranking)
+        result = score(dataset, ranking, ap_normalizer=self.ap_normalizer, threads=self.threads)
         timing["score_s"] = time.perf_counter() - started
         ks = list(range(1, CURVE_DEPTH + 1))
         summary = {
@@ -311,6 +288,34 @@ class Evaluation:
             for path in write_outputs(out_dir, report, table, per_query, samples, html):
                 self.log(f"wrote {path}")
         return report
+
+
+def rank(dataset: Dataset, embeddings: np.ndarray, depth: int = CURVE_DEPTH,
+         threads: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """(scores, ranking): exact top-depth gallery positions per query (Q x depth,
+    -1 padded when the gallery is smaller), each query's own image excluded by index.
+    embeddings: one row per dataset image."""
+    gallery = Retriever(embeddings.shape[1])
+    gallery.add(np.ascontiguousarray(embeddings[dataset.gallery_images]),
+                np.arange(len(dataset.gallery_images), dtype=np.int64))
+    queries = np.ascontiguousarray(embeddings[dataset.query_images])
+    if dataset.all_vs_all:
+        return gallery.search(queries, depth, exclude_self=True, threads=threads)
+    own = dataset.query_self_indices
+    if (own >= 0).any():
+        return gallery.search(queries, depth, exclude_ids=own, threads=threads)
+    return gallery.search(queries, depth, threads=threads)
+
+
+def score(dataset: Dataset, ranking: np.ndarray, ks: Sequence[int] = tuple(range(1, CURVE_DEPTH + 1)),
+          map_k: int = CURVE_DEPTH, ap_normalizer: str = "min_r_k", threads: int = 0) -> dict:
+    """metrics.evaluate over a ranking from rank(): P@k, R@k, HitRate@k for each
+    k in ks and mAP@map_k, per query too."""
+    codes = dataset.instance_codes()
+    own = dataset.query_self_indices
+    return metrics.evaluate(ranking, codes[dataset.query_images], codes[dataset.gallery_images],
+                            ks=ks, map_k=map_k, ap_normalizer=ap_normalizer,
+                            per_query=True, threads=threads, self_indices=own if (own >= 0).any() else None)
 
 
 def _without_images(dataset: Dataset, embeddings: np.ndarray, failed: set) -> Tuple[Dataset, np.ndarray]:
