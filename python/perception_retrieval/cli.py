@@ -108,6 +108,8 @@ def run_demo(args: argparse.Namespace) -> int:
     loaded = [datasets.load_folders(products, "Demo products (folders)"),
               datasets.load_vprc(shelf, "Demo shelf (VPRC layout)")]
     model_path = args.model or _export_demo_model(args, os.path.join(out_dir, "models"))
+    if not args.no_cache and not args.cache:
+        args.cache = os.path.join(out_dir, "cache")  # keep everything the demo makes in one folder
     run = _evaluation(args, model_path, samples=6)
     run.evaluate(loaded, out_dir=os.path.join(out_dir, "report"))
     print(f"[demo] done in {time.perf_counter() - started:.0f} s; open {os.path.join(out_dir, 'report', 'report.html')}")
@@ -195,8 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     demo = commands.add_parser("demo", help="generate product images, export a model, evaluate end to end")
-    demo.add_argument("--out", default="demo-output", metavar="DIR", help="where data, model and report go "
-                      "(default ./demo-output)")
+    demo.add_argument("--out", default="demo-output", metavar="DIR", help="where data, model, embedding cache "
+                      "and report go (default ./demo-output)")
     demo.add_argument("--checkpoint", metavar="FILE", help="official PE-Core checkpoint (default: random weights)")
     demo.add_argument("--config", default=DEMO_CONFIG, help=f"PE-Core config to export (default {DEMO_CONFIG})")
     demo.add_argument("--instances", type=int, default=8, help="products per set (default 8)")
