@@ -231,3 +231,13 @@ def test_demo_runs_end_to_end_with_a_tiny_model(tmp_path, capsys):
     assert list(results) == ["Demo products (folders)", "Demo shelf (VPRC layout)"]
     assert (tmp_path / "report" / "report.html").stat().st_size > 1000
     assert "| Average |" in printed.out
+
+
+def test_python_example_agrees_with_eval(tiny_model, trees, tmp_path):
+    example = os.path.join(os.path.dirname(__file__), "..", "..", "examples", "python", "evaluate_folder.py")
+    done = subprocess.run([sys.executable, example, tiny_model, trees["folders"]], capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    want, _ = expected_metrics(tiny_model, datasets.load_folders(trees["folders"]))
+    assert "| folders | " + " | ".join(f"{want[c] * 100:.2f}" for c in COLUMNS) + " |" in done.stdout
+    assert "the closest match of" in done.stdout
