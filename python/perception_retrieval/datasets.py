@@ -32,7 +32,7 @@ from __future__ import annotations
 import csv
 import os
 from dataclasses import dataclass, field
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -138,6 +138,9 @@ class _Problems:
 
     def add(self, kind: str, detail: str) -> None:
         self._kinds.setdefault(kind, []).append(detail)
+
+    def __bool__(self) -> bool:
+        return bool(self._kinds)
 
     def raise_if_any(self, name: str, where: str) -> None:
         if not self._kinds:
@@ -275,63 +278,59 @@ _ALL_VS_ALL = "all-vs-all, each query's own image excluded by index"
 # --------------------------------------------------------------------------
 # Loaders.
 
-def load_sop(path: str, name: str = "SOP") -> Dataset:
-    """Stanford Online Products test split (Ebay_test.txt in ``path``)."""
-    root = os.path.abspath(path)
-    listing = os.path.join(root, "Ebay_test.txt") if os.path.isdir(root) else root
-    root = os.path.dirname(listing)
-    rows = _read_csv(name, listing, ("image_id", "class_id", "super_class_id", "path"), delimiter=" ")
+def _load_listing(name: str, fmt: str, listing: str, rows, image_root: str, path_column: str, label_column: str,
+                  check_row: Callable[[Dict[str, str]], str], protocol: str) -> Dataset:
+    """An all-vs-all dataset from a listing of (image path, label) rows; check_row
+    returns a problem with a row's cells, or ""."""
     problems, images, labels, where, first_line = _Problems(), [], [], {}, {}
+    shown_root = os.path.relpath(image_root, os.path.dirname(listing))
     for line, cells in rows:
-        if "__error__" in cells:
-            problems.add("malformed lines", cells["__error__"])
+        problem = cells.get("__error__") or check_row(cells)
+        if problem:
+            problems.add("malformed lines", problem if "__error__" in cells else f"line {line}: {problem}")
             continue
-        if not cells["class_id"].lstrip("-").isdigit():
-            problems.add("malformed lines", f"line {line}: class_id {cells['class_id']!r} is not an integer")
-            continue
-        image = ImageRef(_resolve(root, cells["path"]))
+        relative = cells[path_column]
+        image = ImageRef(_resolve(image_root, relative))
         if image.path in first_line:
-            problems.add("duplicate paths", f"line {line} repeats {cells['path']} (line {first_line[image.path]})")
+            problems.add("duplicate paths", f"line {line} repeats {relative} (line {first_line[image.path]})")
             continue
         first_line[image.path] = line
-        where[len(images)] = f"line {line}: {cells['path']}"
+        where[len(images)] = f"line {line}: {os.path.normpath(os.path.join(shown_root, relative))}"
         images.append(image)
-        labels.append(cells["class_id"])
-    if not images and not problems._kinds:
+        labels.append(cells[label_column])
+    if not images and not problems:
         problems.add("empty listings", f"{listing} lists no image")
     _check_files(images, problems, where)
     problems.raise_if_any(name, listing)
-    return _all_vs_all(name, "sop", root, images, labels, _ALL_VS_ALL)
+    return _all_vs_all(name, fmt, os.path.dirname(listing), images, labels, protocol)
+
+
+def _listing_path(path: str, file_name: str) -> str:
+    listing = os.path.abspath(path)
+    return os.path.join(listing, file_name) if os.path.isdir(listing) else listing
+
+
+def load_sop(path: str, name: str = "SOP") -> Dataset:
+    """Stanford Online Products test split (Ebay_test.txt in ``path``)."""
+    listing = _listing_path(path, "Ebay_test.txt")
+    rows = _read_csv(name, listing, ("image_id", "class_id", "super_class_id", "path"), delimiter=" ")
+
+    def check(cells):
+        if not cells["class_id"].lstrip("-").isdigit():
+            return f"class_id {cells['class_id']!r} is not an integer"
+        return ""
+
+    return _load_listing(name, "sop", listing, rows, os.path.dirname(listing), "path", "class_id", check, _ALL_VS_ALL)
 
 
 def load_products10k(path: str, name: str = "Products-10K") -> Dataset:
     """Products-10K test set (test_kaggletest.csv and test/ in ``path``)."""
-    root = os.path.abspath(path)
-    listing = os.path.join(root, "test_kaggletest.csv") if os.path.isdir(root) else root
-    root = os.path.dirname(listing)
+    listing = _listing_path(path, "test_kaggletest.csv")
     rows = _read_csv(name, listing, ("name", "class"), optional=("usage",))
-    problems, images, labels, where, first_line = _Problems(), [], [], {}, {}
-    for line, cells in rows:
-        if "__error__" in cells:
-            problems.add("malformed lines", cells["__error__"])
-            continue
-        if not cells["name"] or not cells["class"]:
-            problems.add("malformed lines", f"line {line}: empty name or class")
-            continue
-        image = ImageRef(_resolve(os.path.join(root, "test"), cells["name"]))
-        if image.path in first_line:
-            problems.add("duplicate paths", f"line {line} repeats {cells['name']} (line {first_line[image.path]})")
-            continue
-        first_line[image.path] = line
-        where[len(images)] = f"line {line}: test/{cells['name']}"
-        images.append(image)
-        labels.append(cells["class"])
-    if not images and not problems._kinds:
-        problems.add("empty listings", f"{listing} lists no image")
-    _check_files(images, problems, where)
-    problems.raise_if_any(name, listing)
-    return _all_vs_all(name, "products10k", root, images, labels,
-                       _ALL_VS_ALL + " (our protocol: the dataset defines no retrieval split)")
+    return _load_listing(name, "products10k", listing, rows, os.path.join(os.path.dirname(listing), "test"),
+                         "name", "class", lambda cells: "" if cells["name"] and cells["class"] else
+                         "empty name or class",
+                         _ALL_VS_ALL + " (our protocol: the dataset defines no retrieval split)")
 
 
 def load_vprc(path: str, name: str = "VPRC 2023") -> Dataset:
@@ -366,9 +365,9 @@ def load_vprc(path: str, name: str = "VPRC 2023") -> Dataset:
             (queries if is_query else gallery).append(len(images))
             images.append(image)
             labels.append(cells["product_id"])
-    if not gallery and not problems._kinds:
+    if not gallery and not problems:
         problems.add("empty listings", "gallery.csv lists no image")
-    if not queries and not problems._kinds:
+    if not queries and not problems:
         problems.add("empty listings", "queries.csv lists no query")
     _check_files(images, problems, where)
     problems.raise_if_any(name, root)
@@ -418,7 +417,7 @@ def load_manifest(path: str, name: Optional[str] = None) -> Dataset:
             gallery.append(len(images))
         images.append(image)
         labels.append(cells["instance_id"])
-    if not problems._kinds:
+    if not problems:
         if not queries:
             problems.add("empty roles", "no row has role query or both")
         if not gallery:
@@ -457,7 +456,7 @@ def load_folders(path: str, name: Optional[str] = None) -> Dataset:
                 labels.append(instance)
             elif not file_name.startswith("."):
                 ignored.append(os.path.join(instance, file_name))
-    if not images and not problems._kinds:
+    if not images and not problems:
         problems.add("empty folders", f"no image found in the sub-folders of {root} "
                                       f"(extensions read: {' '.join(IMAGE_EXTENSIONS)})")
     problems.raise_if_any(name, root)
