@@ -576,24 +576,47 @@ class Retriever {
       throw std::invalid_argument(ids_path + " holds dtype '" + id_header.descr +
                                   "'; save integer ids: np.save(path, ids.astype(np.int64))");
     }
-    const uint64_t vector_bytes = static_cast<uint64_t>(n) * static_cast<uint64_t>(dim_) * 4;
-    const uint64_t id_bytes = static_cast<uint64_t>(n) * (ids64 ? 8 : 4);
-    if (vector_file.size() - vector_header.data_offset < vector_bytes) {
+    // Sizes are compared by division: a header may claim 2^62 rows, whose byte
+    // count would wrap around 64 bits and pass a multiplied check.
+    const uint64_t vector_data = vector_file.size() - vector_header.data_offset;
+    const uint64_t id_data = id_file.size() - id_header.data_offset;
+    const auto rows = static_cast<uint64_t>(n), dim = static_cast<uint64_t>(dim_);
+    if (rows > 0 && (dim > vector_data / 4 || rows > vector_data / 4 / dim)) {
       throw std::runtime_error(vectors_path + " is truncated: shape " + detail::npy::shape_text(vector_header.shape) +
-                               " needs " + std::to_string(vector_bytes) + " bytes of data");
+                               " needs " + std::to_string(n) + " x " + std::to_string(dim_) +
+                               " float32 values, the file holds " + std::to_string(vector_data) + " bytes of data");
     }
-    if (id_file.size() - id_header.data_offset < id_bytes) {
-      throw std::runtime_error(ids_path + " is truncated");
+    if (rows > id_data / (ids64 ? 8 : 4)) {
+      throw std::runtime_error(ids_path + " is truncated: shape " + detail::npy::shape_text(id_header.shape) +
+                               " needs " + std::to_string(n) + " ids, the file holds " + std::to_string(id_data) +
+                               " bytes of data");
     }
-    const auto* vectors = reinterpret_cast<const float*>(vector_file.data() + vector_header.data_offset);
+    // np.save aligns the data to 64 bytes; a header of another length leaves
+    // it misaligned for its type, and then it is copied rather than cast.
+    const uint8_t* vector_bytes = vector_file.data() + vector_header.data_offset;
+    const auto* vectors = reinterpret_cast<const float*>(vector_bytes);
+    std::vector<float> aligned;
+    if (reinterpret_cast<uintptr_t>(vector_bytes) % alignof(float) != 0) {
+      aligned.resize(static_cast<size_t>(rows * dim));
+      if (!aligned.empty()) std::memcpy(aligned.data(), vector_bytes, aligned.size() * sizeof(float));
+      vectors = aligned.data();
+    }
+    const uint8_t* id_bytes = id_file.data() + id_header.data_offset;
     std::vector<int64_t> widened;
     const int64_t* ids = nullptr;
-    if (ids64) {
-      ids = reinterpret_cast<const int64_t*>(id_file.data() + id_header.data_offset);
+    if (ids64 && reinterpret_cast<uintptr_t>(id_bytes) % alignof(int64_t) == 0) {
+      ids = reinterpret_cast<const int64_t*>(id_bytes);
     } else {
       widened.resize(static_cast<size_t>(n));
-      const auto* narrow = reinterpret_cast<const int32_t*>(id_file.data() + id_header.data_offset);
-      for (int64_t i = 0; i < n; ++i) widened[static_cast<size_t>(i)] = narrow[i];
+      for (int64_t i = 0; i < n; ++i) {
+        if (ids64) {
+          std::memcpy(&widened[static_cast<size_t>(i)], id_bytes + 8 * i, 8);
+        } else {
+          int32_t narrow = 0;
+          std::memcpy(&narrow, id_bytes + 4 * i, 4);
+          widened[static_cast<size_t>(i)] = narrow;
+        }
+      }
       ids = widened.data();
     }
     add(vectors, n, ids);
@@ -611,6 +634,10 @@ class Retriever {
                                     detail::npy::shape_text(header.shape));
       }
       dim = header.shape[1];
+      if (dim <= 0) {
+        throw std::invalid_argument(vectors_path + " holds shape " + detail::npy::shape_text(header.shape) +
+                                    ": rows of 0 values cannot be searched; save (N, D) embeddings with D >= 1");
+      }
     }
     Retriever retriever(dim, metric, storage);
     retriever.add_npy(vectors_path, ids_path);

@@ -53,8 +53,14 @@ void check_dim(const FloatArray& array, const char* argument, int64_t dim) {
   }
 }
 
-std::string fspath(const py::handle& path) {
-  return py::str(py::module_::import("os").attr("fspath")(path));
+// A str, bytes or os.PathLike path as a str. os.fsdecode, not str(os.fspath(.)):
+// str() of a bytes path is "b'...'", which named a different file.
+std::string fspath(const py::handle& path, const char* argument) {
+  if (!py::isinstance<py::str>(path) && !py::isinstance<py::bytes>(path) && !py::hasattr(path, "__fspath__")) {
+    throw py::type_error(std::string(argument) + " must be a file path (str, bytes or os.PathLike), got " +
+                         std::string(py::str(py::type::of(path).attr("__name__"))));
+  }
+  return py::str(py::module_::import("os").attr("fsdecode")(path));
 }
 
 Simd parse_simd(const std::string& text) {
@@ -120,7 +126,13 @@ void add(Retriever& retriever, const py::handle& vectors_object, const py::handl
   }
   std::vector<std::string> metadata;
   if (!metadata_object.is_none()) {
-    metadata = metadata_object.cast<std::vector<std::string>>();
+    try {
+      metadata = metadata_object.cast<std::vector<std::string>>();
+    } catch (const py::cast_error&) {
+      throw py::type_error("metadata must be a list of strings (one per row) or None, got " +
+                           std::string(py::str(py::type::of(metadata_object).attr("__name__"))) +
+                           (py::isinstance<py::str>(metadata_object) ? "; wrap a single string in a list" : ""));
+    }
     if (static_cast<py::ssize_t>(metadata.size()) != vectors.shape(0)) {
       throw py::value_error("metadata has " + std::to_string(metadata.size()) + " entries for " +
                             std::to_string(vectors.shape(0)) + " vectors; pass one string per row or None");
@@ -246,7 +258,7 @@ wait for running searches.)doc");
       .def(
           "save",
           [](const Retriever& retriever, const py::handle& path_object) {
-            const std::string path = fspath(path_object);
+            const std::string path = fspath(path_object, "path");
             py::gil_scoped_release release;
             retriever.save(path);
           },
@@ -254,7 +266,7 @@ wait for running searches.)doc");
       .def_static(
           "load",
           [](const py::handle& path_object, bool mmap) {
-            const std::string path = fspath(path_object);
+            const std::string path = fspath(path_object, "path");
             py::gil_scoped_release release;
             return Retriever::load(path, mmap);
           },
@@ -268,7 +280,8 @@ wait for running searches.)doc");
       .def(
           "export_npy",
           [](const Retriever& retriever, const py::handle& vectors_path, const py::handle& ids_path) {
-            const std::string vectors = fspath(vectors_path), ids = fspath(ids_path);
+            const std::string vectors = fspath(vectors_path, "vectors_path");
+            const std::string ids = fspath(ids_path, "ids_path");
             py::gil_scoped_release release;
             retriever.export_npy(vectors, ids);
           },
@@ -277,7 +290,8 @@ wait for running searches.)doc");
       .def(
           "add_npy",
           [](Retriever& retriever, const py::handle& vectors_path, const py::handle& ids_path) {
-            const std::string vectors = fspath(vectors_path), ids = fspath(ids_path);
+            const std::string vectors = fspath(vectors_path, "vectors_path");
+            const std::string ids = fspath(ids_path, "ids_path");
             py::gil_scoped_release release;
             retriever.add_npy(vectors, ids);
           },
@@ -286,7 +300,8 @@ wait for running searches.)doc");
           "from_npy",
           [](const py::handle& vectors_path, const py::handle& ids_path, const std::string& metric,
              const std::string& dtype) {
-            const std::string vectors = fspath(vectors_path), ids = fspath(ids_path);
+            const std::string vectors = fspath(vectors_path, "vectors_path");
+            const std::string ids = fspath(ids_path, "ids_path");
             const Metric parsed_metric = parse_metric(metric);
             const Storage parsed_dtype = parse_storage(dtype);
             py::gil_scoped_release release;

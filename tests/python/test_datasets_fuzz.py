@@ -15,7 +15,7 @@ from PIL import Image  # noqa: E402
 
 from perception_retrieval import datasets  # noqa: E402
 
-SETTINGS = settings(max_examples=300, deadline=None, derandomize=True,
+SETTINGS = settings(max_examples=300, deadline=None, derandomize=True, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
 
 # Cells drawn from values that matter to the parsers (real file names, numbers,

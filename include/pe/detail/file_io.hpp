@@ -238,7 +238,9 @@ inline void write_file_atomically(const std::string& path, const std::function<v
 class MappedFile {
  public:
   explicit MappedFile(const std::string& path) : path_(path) {
-    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    // O_NONBLOCK: opening a FIFO must not wait for a writer; it is then refused
+    // below as not a regular file (no effect on regular files).
+    const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
       const int error = errno;
       throw std::runtime_error("cannot open " + path + ": " + system_error_text(error));
@@ -322,7 +324,7 @@ class MemorySource final : public ByteSource {
 class FileSource final : public ByteSource {
  public:
   explicit FileSource(const std::string& path) : path_(path) {
-    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+    fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // see MappedFile
     if (fd_ < 0) {
       const int error = errno;
       throw std::runtime_error("cannot open " + path + ": " + system_error_text(error));

@@ -85,7 +85,12 @@ inline Header parse_header(const uint8_t* data, size_t size, const std::string& 
       while (cursor < inside.size() && (inside[cursor] == ' ' || inside[cursor] == ',')) ++cursor;
       if (cursor >= inside.size()) break;
       size_t used = 0;
-      const long long extent = std::stoll(inside.substr(cursor), &used);
+      long long extent = -1;
+      try {
+        extent = std::stoll(inside.substr(cursor), &used);
+      } catch (const std::logic_error&) {  // not a number, or past int64 (std::out_of_range)
+        extent = -1;
+      }
       if (extent < 0 || used == 0) throw std::runtime_error(path + ": malformed shape in .npy header: " + dict);
       header.shape.push_back(extent);
       cursor += used;

@@ -47,6 +47,7 @@
 #endif
 #endif
 #if PE_RETRIEVER_X86
+#include <cpuid.h>
 #include <immintrin.h>
 #define PE_TARGET_AVX2 __attribute__((target("avx2,fma,f16c")))
 #define PE_TARGET_AVX512 __attribute__((target("avx512f,avx2,fma,f16c")))
@@ -74,15 +75,24 @@ namespace detail::retriever {
 // ---------------------------------------------------------------------------
 // Dispatch
 
+#if PE_RETRIEVER_X86
+// clang (14) does not accept "f16c" in __builtin_cpu_supports; CPUID leaf 1,
+// ECX bit 29 is the same flag (and the AVX checks already cover OS support).
+inline bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return __get_cpuid(1, &eax, &ebx, &ecx, &edx) && (ecx & (1u << 29)) != 0;
+}
+#endif
+
 inline Simd detect_simd() {
 #if PE_RETRIEVER_X86
   __builtin_cpu_init();
   // libgcc's avx512f bit also checks XCR0, i.e. that the OS saves zmm state.
   if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-      __builtin_cpu_supports("f16c")) {
+      cpu_has_f16c()) {
     return Simd::avx512;
   }
-  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c")) {
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && cpu_has_f16c()) {
     return Simd::avx2;
   }
 #endif
