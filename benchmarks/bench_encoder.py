@@ -3,14 +3,19 @@
 
 PE-Core L14-336 with random weights (exported by perception_retrieval.export),
 N JPEG photos of ~800 x 600 written by this script:
-  ours:      perception_retrieval.Encoder(...).encode(paths)   (C++: stb decode +
-             PIL-exact resize on decode threads, overlapped with the TorchScript forward)
-  reference: PIL open/convert/resize + ToTensor/Normalize + the eager nn.Module,
-             batched the same way
-Also: preprocessing alone (images/s vs PIL), and the forward's GFLOP/s against
-this machine's sgemm GFLOP/s measured here (384 GFLOP per 336 px image).
+  ours:      perception_retrieval.Encoder(...).encode(paths)   (C++: libjpeg-turbo
+             decode + PIL-exact resize on decode threads, overlapped with the
+             TorchScript forward, Linear layers through oneDNN)
+  reference: PIL open/convert/resize + ToTensor/Normalize + the eager nn.Module
+             (python/perception_retrieval/pe_core.py, BLAS matmuls), batched the same way
+Also: decoding alone and preprocessing alone (images/s vs PIL, one thread each),
+the pixel difference to PIL after preprocessing, and the end-to-end rate in
+GFLOP/s (matmul FLOPs: 384 GFLOP per L14 336 px image) against this machine's sgemm GFLOP/s,
+measured here for both matmul libraries (OpenBLAS via torch.mm, oneDNN via
+mkldnn_linear). --blas also times our Encoder with onednn=False.
 
-    .venv/bin/python benchmarks/bench_encoder.py [--images 64] [--batch-size 8] [--threads N]
+    flock /tmp/pe-bench.lock .venv/bin/python benchmarks/bench_encoder.py [--images 64] [--batch-size 8]
+        [--threads N] [--blas]
 """
 
 import argparse
@@ -27,7 +32,8 @@ from PIL import Image
 import perception_retrieval as pr
 from perception_retrieval import export, pe_core
 
-GFLOP_PER_IMAGE = 384.0
+from bench_pe_core import forward_flops  # benchmarks/ is on sys.path when run as a script
+
 
 
 def write_photos(folder, count, seed=0):
@@ -43,12 +49,20 @@ def write_photos(folder, count, seed=0):
     return paths
 
 
-def sgemm_gflops(threads, size=2048, repeats=5):
+def sgemm_gflops(size=2048, repeats=5):
+    """Best float32 matmul rate of OpenBLAS (torch.mm) and of oneDNN (mkldnn_linear)."""
     a = torch.randn(size, size)
     b = torch.randn(size, size)
-    torch.mm(a, b)
-    best = min(_timed(lambda: torch.mm(a, b)) for _ in range(repeats))
-    return 2 * size ** 3 / best / 1e9
+    out = torch.empty(size, size)
+    rates = {}
+    torch.mm(a, b, out=out)
+    rates["OpenBLAS"] = 2 * size ** 3 / min(_timed(lambda: torch.mm(a, b, out=out)) for _ in range(repeats)) / 1e9
+    if torch.backends.mkldnn.is_available():
+        a_onednn = a.to_mkldnn()
+        torch._C._nn.mkldnn_linear(a_onednn, b, None)
+        best = min(_timed(lambda: torch._C._nn.mkldnn_linear(a_onednn, b, None)) for _ in range(repeats))
+        rates["oneDNN"] = 2 * size ** 3 / best / 1e9
+    return rates
 
 
 def _timed(fn):
@@ -68,51 +82,86 @@ def main():
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--blas", action="store_true", help="also time our Encoder with onednn=False")
+    parser.add_argument("--config", default="PE-Core-L14-336", help="model config (test-tiny for a smoke run)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share the cores)")
     print(f"threads: torch intra-op {torch.get_num_threads()} (both pipelines), decode threads {args.threads}; "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; cores {os.cpu_count()}; torch {torch.__version__}; perception_retrieval {pr.__version__}")
 
     with tempfile.TemporaryDirectory() as folder:
         paths = write_photos(folder, args.images)
         model_path = os.path.join(folder, "l14.pt")
-        export.export(model_path, config="PE-Core-L14-336", random_init=True, seed=0, verify=False, log=None)
-        eager = pe_core.build("PE-Core-L14-336", seed=0).eval()
+        export.export(model_path, config=args.config, random_init=True, seed=0, verify=False, log=None)
+        eager = pe_core.build(args.config, seed=0).eval()
+        size = eager.config.image_size
+        gflop_per_image = forward_flops(eager.config, size, size) / 1e9
         encoder = pr.Encoder(model_path, batch_size=args.batch_size, threads=args.threads,
                              decode_threads=args.threads)
+        print(f"ours: Linear layers via {'oneDNN' if encoder.uses_onednn else 'BLAS'}")
 
-        # Preprocessing alone.
-        t_pil = _timed(lambda: [pil_preprocess(p) for p in paths])
-        t_ours_pre = _timed(lambda: [pr.image.preprocess(pr.image.decode(p)) for p in paths])
+        # Decoding and preprocessing alone, best of 3 passes over the files.
+        def best_of_3(fn):
+            return min(_timed(fn) for _ in range(3))
+
+        t_pil_decode = best_of_3(lambda: [Image.open(p).convert("RGB") for p in paths])
+        t_ours_decode = best_of_3(lambda: [pr.image.decode(p) for p in paths])
+        print(f"decode JPEG 800x600 to RGB, 1 thread each: PIL {len(paths) / t_pil_decode:7.1f} img/s, "
+              f"ours {len(paths) / t_ours_decode:7.1f} img/s, ratio {t_pil_decode / t_ours_decode:.2f}x")
+        t_pil = best_of_3(lambda: [pil_preprocess(p, size) for p in paths])
+        t_ours_pre = best_of_3(lambda: [pr.image.preprocess(pr.image.decode(p), size) for p in paths])
         print(f"preprocess (decode + resize + normalise), 1 thread each: PIL {len(paths) / t_pil:7.1f} img/s, "
               f"ours {len(paths) / t_ours_pre:7.1f} img/s, ratio {t_pil / t_ours_pre:.2f}x")
+        worst = max(float(np.abs(pr.image.preprocess(pr.image.decode(p), size) - pil_preprocess(p, size).numpy()).max())
+                    for p in paths)
+        print(f"preprocessed model input vs PIL's: max abs difference {worst:.3g} "
+              f"= {worst * 127.5:.3g} levels of 255 (target <= 1 level)")
 
-        # End to end.
-        def reference():
-            outputs = []
+        # End to end, interleaved batch by batch in ABBA order: the machine is shared, and
+        # load from other processes then hits every pipeline alike. A pipeline's time is the
+        # sum over its batches; each of our calls decodes its own batch (no overlap with a
+        # previous forward, which costs us ~0.1% here).
+        def eager_pipeline(batch_paths):
             with torch.no_grad():
-                for start in range(0, len(paths), args.batch_size):
-                    batch = torch.stack([pil_preprocess(p) for p in paths[start:start + args.batch_size]])
-                    outputs.append(torch.nn.functional.normalize(eager(batch), dim=1))
-            return torch.cat(outputs).numpy()
+                batch = torch.stack([pil_preprocess(p, size) for p in batch_paths])
+                return torch.nn.functional.normalize(eager(batch), dim=1).numpy()
 
-        encoder.encode(paths[: args.batch_size])  # warm up both
-        start = time.perf_counter()
-        reference_out = reference()
-        t_ref = time.perf_counter() - start
-        start = time.perf_counter()
-        ours_out = encoder.encode(paths)
-        t_ours = time.perf_counter() - start
-        cosine = (ours_out * reference_out).sum(axis=1)
-        sgemm = sgemm_gflops(args.threads)
+        pipelines = {"eager Python": eager_pipeline, "ours": encoder.encode}
+        if args.blas:
+            blas = pr.Encoder(model_path, batch_size=args.batch_size, threads=args.threads,
+                              decode_threads=args.threads, onednn=False)
+            pipelines["ours, onednn=False"] = blas.encode
+        batches = [paths[i:i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
+        sgemm_before = sgemm_gflops()
+        for run in pipelines.values():  # warm-up: first-call allocations, TorchScript profiling
+            run(batches[0])
+        seconds = dict.fromkeys(pipelines, 0.0)
+        outputs = {name: [] for name in pipelines}
+        for index, batch in enumerate(batches):
+            names = list(pipelines) if index % 2 == 0 else list(reversed(pipelines))
+            for name in names:
+                start = time.perf_counter()
+                outputs[name].append(pipelines[name](batch))
+                seconds[name] += time.perf_counter() - start
+        reference_out = np.concatenate(outputs["eager Python"])
+        t_ref, t_ours = seconds["eager Python"], seconds["ours"]
+        # The best rate seen before and after the runs: a busy machine lowers both, so the
+        # percentages below are conservative.
+        sgemm = {lib: max(rate, sgemm_before[lib]) for lib, rate in sgemm_gflops().items()}
         print(f"end to end, {len(paths)} JPEGs 800x600, batch {args.batch_size}: "
               f"eager Python {len(paths) / t_ref:.2f} img/s, ours {len(paths) / t_ours:.2f} img/s, "
               f"ratio {t_ref / t_ours:.2f}x (target >= 1.2x)")
-        print(f"embedding cosine ours vs eager: min {cosine.min():.6f}")
-        ours_gflops = GFLOP_PER_IMAGE * len(paths) / t_ours
-        print(f"ours end to end {ours_gflops:.1f} GFLOP/s = {100 * ours_gflops / sgemm:.0f}% of sgemm "
-              f"({sgemm:.1f} GFLOP/s measured, {args.threads} threads)")
-
+        print("sgemm 2048^3 (best of before and after), " + ", ".join(f"{name} {rate:.1f} GFLOP/s"
+                                                                     for name, rate in sgemm.items())
+              + f" ({torch.get_num_threads()} threads)")
+        for name, total in seconds.items():
+            gflops = gflop_per_image * len(paths) / total
+            cosine = (np.concatenate(outputs[name]) * reference_out).sum(axis=1)
+            print(f"{name:>20}: {len(paths) / total:.3f} img/s, {t_ref / total:.2f}x eager; {gflops:.1f} GFLOP/s = "
+                  + ", ".join(f"{100 * gflops / rate:.0f}% of {lib} sgemm" for lib, rate in sgemm.items())
+                  + f"; embedding cosine to eager min {cosine.min():.7f}")
+        print(f"load average after: {os.getloadavg()[0]:.2f} (other processes share the cores)")
 
 if __name__ == "__main__":
     main()

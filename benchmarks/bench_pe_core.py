@@ -4,7 +4,9 @@
 Runs, in one process and interleaved so that machine noise hits both alike:
   1. the machine's sgemm rate (square float32 matmuls, best of several sizes),
   2. eager and ``torch.jit.script`` forwards of a random-weight model (default
-     PE-Core-L14-336, batch 8, 336 px), and optionally a dynamic-int8 scripted one.
+     PE-Core-L14-336, batch 8, 336 px), the scripted one also with its Linear layers
+     through oneDNN (``onednn_linears``, what pe::Encoder runs; this script then sets
+     glibc's malloc thresholds as pe::Encoder does), and optionally a dynamic-int8 one.
 
 Reports seconds per batch (best and median), images/s, achieved GFLOP/s (matmul
 FLOPs counted from the config: 384 GFLOP per 336 px L14 image), that rate as a
@@ -97,6 +99,8 @@ def main(argv=None) -> int:
                         help="untimed runs per variant; scripted variants get one more (TorchScript "
                              "profiles its first call)")
     parser.add_argument("--quantize", action="store_true", help="also time a dynamic-int8 scripted model")
+    parser.add_argument("--no-onednn", dest="onednn", action="store_false",
+                        help="skip the scripted model with oneDNN Linear layers")
     parser.add_argument("--json", default=None, help="write the results to this file too")
     parser.add_argument("--omp-wait-policy", default="PASSIVE",
                         help="OMP_WAIT_POLICY set before torch loads (PASSIVE, ACTIVE, or 'default' "
@@ -120,6 +124,17 @@ def main(argv=None) -> int:
     model = pe_core.build(config, seed=0)
     scripted = torch.jit.script(model)
     variants = {"eager": model, "scripted": scripted}
+    if args.onednn and torch.backends.mkldnn.is_available():
+        # What pe::Encoder does on CPU (src/encoder.cpp keep_freed_memory): without it oneDNN's
+        # per-call output buffers are faulted in from the OS on every call.
+        import ctypes
+
+        libc = ctypes.CDLL("libc.so.6")
+        libc.mallopt(-3, 256 << 20)  # M_MMAP_THRESHOLD
+        libc.mallopt(-1, 1 << 30)  # M_TRIM_THRESHOLD
+        onednn_model = pe_core.build(config, seed=0)
+        onednn_model.onednn_linears = True
+        variants["scripted_onednn"] = torch.jit.script(onednn_model)
     if args.quantize:
         from perception_retrieval import export
 
@@ -165,6 +180,12 @@ def main(argv=None) -> int:
                    scripted_vs_eager_max_abs_diff=max_diff)
     print(f"scripted/eager speed ratio: {ratio:.3f} (best), {ratio_median:.3f} (median); "
           f"outputs max abs diff {max_diff:.2e}")
+    if "scripted_onednn" in times:
+        onednn_ratio = min(times["eager"]) / min(times["scripted_onednn"])
+        onednn_cosine = torch.nn.functional.cosine_similarity(outputs["eager"], outputs["scripted_onednn"], dim=1)
+        results.update(onednn_over_eager_speed=onednn_ratio, onednn_cosine_min=onednn_cosine.min().item())
+        print(f"scripted_onednn/eager speed ratio: {onednn_ratio:.3f} (best); "
+              f"embedding cosine min {onednn_cosine.min().item():.7f}")
     if args.quantize:
         cosine = torch.nn.functional.cosine_similarity(outputs["eager"], outputs["scripted_int8"], dim=1)
         int8_ratio = min(times["scripted"]) / min(times["scripted_int8"])

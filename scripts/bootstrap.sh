@@ -15,9 +15,12 @@ PACKAGES=(
   libtorch-dev python3-torch           # LibTorch 1.13 (C++ and Python)
   libopenblas0-pthread                 # without it torch and numpy use reference BLAS, ~45x slower
   libeigen3-dev libstb-dev libspdlog-dev libgtest-dev pybind11-dev nlohmann-json3-dev
+  libjpeg62-turbo-dev                  # JPEG decoding: libjpeg-turbo, the decoder PIL uses
   python3-dev python3-venv python3-pip python3-setuptools python3-wheel python3-pybind11
-  python3-numpy python3-pil python3-pytest
+  python3-numpy python3-pil python3-pytest python3-hypothesis
   python3-faiss                        # the benchmark peer
+  chromium                             # headless check of the HTML report (tests/python/test_html_report.py)
+  clang libclang-rt-14-dev llvm        # scripts/fuzz.sh and scripts/sanitize.sh: libFuzzer, ASan/UBSan/TSan
 )
 
 missing_packages() {

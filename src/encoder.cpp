@@ -2,6 +2,7 @@
 
 #include "pe/encoder.hpp"
 
+#include <ATen/Context.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 #include <torch/torch.h>
@@ -17,6 +18,7 @@
 #include <exception>
 #include <filesystem>
 #include <future>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -24,6 +26,10 @@
 #include <vector>
 
 #include "pe/detail/parallel.hpp"
+
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace pe {
 
@@ -127,6 +133,39 @@ ModelInfo parse_metadata(const std::string& path, const std::string& text) {
   return info;
 }
 
+// What the oneDNN path needs from glibc (see include/pe/encoder.hpp): oneDNN
+// returns each Linear output in a fresh buffer (up to 28 MiB for 3 L14 images).
+// By default glibc maps such blocks from the OS and unmaps them on free (its
+// dynamic threshold reaches them only after a free, and trims the heap top
+// past 2x that), so every call pays page faults: one L14 block took 0.62 s
+// instead of 0.34 s (measured on the 2-core VM). Both settings are raised once
+// per process and never lowered: another Encoder may rely on them.
+void keep_freed_memory() {
+#if defined(__GLIBC__)
+  static std::once_flag once;
+  std::call_once(once, [] {
+    // Both or neither: setting either one freezes the other at its static default,
+    // and a raised trim threshold with a 128 KiB mmap threshold was slower still.
+    const bool ok = mallopt(M_MMAP_THRESHOLD, 256 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
+    logger().info("glibc malloc: heap blocks up to 256 MiB, up to 1 GiB of freed heap kept{}",
+                  ok ? "" : " (mallopt refused; oneDNN outputs will page-fault)");
+  });
+#endif
+}
+
+// Turns on the oneDNN Linear path of modules exported with it (PECoreVision's
+// onednn_linears attribute); false when the model has no such switch.
+bool enable_onednn_linears(torch::jit::Module& module) {
+  bool found = false;
+  for (torch::jit::Module submodule : module.modules()) {
+    if (submodule.hasattr("onednn_linears") && submodule.attr("onednn_linears").isBool()) {
+      submodule.setattr("onednn_linears", true);
+      found = true;
+    }
+  }
+  return found;
+}
+
 void check_options(const EncoderOptions& options) {
   if (options.batch_size <= 0) invalid("batch_size must be >= 1, got " + std::to_string(options.batch_size));
   if (options.threads < 0) invalid("threads must be >= 0 (0 = all cores), got " + std::to_string(options.threads));
@@ -142,6 +181,7 @@ struct Encoder::Model {
   torch::jit::Module module;
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;
+  bool onednn = false;
 
   // images: n x 3 x S x S floats -> n x D float32 rows written to `out`.
   void forward(float* images, int64_t n, int64_t size, int64_t dim, bool normalize, float* out) const {
@@ -184,6 +224,10 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
   info_ = parse_metadata(model_path, extra_files[kMetadataFile]);
   model->module.eval();
   if (model->dtype != torch::kFloat32) model->module.to(model->dtype);
+  if (options_.onednn && model->device.is_cpu() && model->dtype == torch::kFloat32 && at::hasMKLDNN()) {
+    model->onednn = enable_onednn_linears(model->module);
+    if (model->onednn) keep_freed_memory();
+  }
   if (options_.threads > 0) {
     torch::set_num_threads(options_.threads);
   } else {
@@ -202,8 +246,9 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
     failure(model_path + " does not produce embeddings as its metadata says: " + shape_error.what());
   }
   model_ = std::move(model);
-  logger().info("loaded {} ({}, {} px, {}-d) on {} with {} intra-op threads", model_path, info_.model_name,
-                info_.image_size, info_.embedding_dim, options_.device, torch::get_num_threads());
+  logger().info("loaded {} ({}, {} px, {}-d) on {} with {} intra-op threads, Linear layers via {}", model_path,
+                info_.model_name, info_.image_size, info_.embedding_dim, options_.device, torch::get_num_threads(),
+                model_->onednn ? "oneDNN" : "LibTorch's default (BLAS)");
 }
 
 Encoder::~Encoder() = default;
@@ -212,6 +257,7 @@ Encoder& Encoder::operator=(Encoder&&) noexcept = default;
 
 const ModelInfo& Encoder::info() const { return info_; }
 const EncoderOptions& Encoder::options() const { return options_; }
+bool Encoder::uses_onednn() const { return model_->onednn; }
 
 void Encoder::preprocess_pixels(const PixelImage& image, float* out) const {
   if (image.rgb == nullptr || image.width <= 0 || image.height <= 0) {

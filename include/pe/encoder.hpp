@@ -11,6 +11,16 @@
 // This header does not include torch: the model lives behind a pointer and is
 // compiled in src/encoder.cpp (link perception_retrieval::encoder).
 //
+// CPU speed (EncoderOptions::onednn, on by default): the transformer's Linear
+// layers run through oneDNN instead of the BLAS LibTorch uses for matmuls
+// (Debian's OpenBLAS runs AVX2 kernels where oneDNN uses AVX-512), with the same
+// fp32 arithmetic up to summation order. oneDNN allocates its outputs on every
+// call, and on virtual machines page faults on freshly mapped memory cost more
+// than the matmuls, so the first such Encoder also asks glibc (mallopt) to serve
+// blocks up to 256 MiB from the heap and to keep up to 1 GiB of freed heap for
+// reuse instead of returning it to the OS: a process-wide setting, like
+// OMP_WAIT_POLICY. onednn = false leaves both alone.
+//
 // Thread safety: construction is not thread-safe with other constructions
 // (it sets LibTorch's process-wide intra-op thread count when `threads` > 0).
 // After that, every method is const and safe to call from several threads at
@@ -39,6 +49,10 @@ struct EncoderOptions {
   int threads = 0;             ///< LibTorch intra-op threads, process-wide; 0 = all cores
   int decode_threads = 0;      ///< threads decoding and resizing; 0 = all cores
   bool normalize = true;       ///< L2-normalise each embedding
+  /// CPU, fp32: the model's Linear layers through oneDNN, with glibc keeping
+  /// freed memory (see the note at the top). Ignored on CUDA, for models
+  /// exported before this option existed, and when LibTorch lacks oneDNN.
+  bool onednn = true;
   int64_t max_pixels = image::kDefaultMaxPixels;  ///< decompression-bomb guard per image
 };
 
@@ -105,6 +119,9 @@ class Encoder {
 
   const ModelInfo& info() const;
   const EncoderOptions& options() const;
+  /// Whether the forward pass runs its Linear layers through oneDNN (options().onednn
+  /// asked for it, and the device, LibTorch and model file allow it).
+  bool uses_onednn() const;
 
   /// N image files -> N x D embeddings in input order. Throws
   /// std::runtime_error naming the first file that cannot be read.

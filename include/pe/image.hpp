@@ -1,31 +1,47 @@
 #pragma once
-// pe::image — image decoding (stb_image) and PE-Core preprocessing, without torch.
+// pe::image — image decoding (libjpeg-turbo for JPEG, stb_image for the other
+// formats) and PE-Core preprocessing, without torch.
 //
 // What the model saw in training (and what the leaderboard ran) is PIL:
 //   Image.open(f).convert("RGB").resize((S, S), BILINEAR)  -> /255 -> (x - mean) / std
-// so this header reproduces PIL bit for bit where it can:
-// - RGB conversion as PIL's convert("RGB"): grey is replicated, alpha is dropped
-//   (not composited), palettes are looked up, 16-bit samples keep their high byte,
-//   except 16-bit greyscale without alpha (PNG, PGM), which PIL opens as 32-bit
-//   "I" and clips to 255 (so a 16-bit grey value of 300 becomes 255, not 1).
+// so this header reproduces PIL bit for bit:
+// - JPEG goes through libjpeg-turbo, the library PIL itself calls, with PIL's
+//   settings (accurate integer IDCT, fancy upsampling, libjpeg's colour-space
+//   guess from the JFIF/Adobe markers), so the pixels are PIL's. Greyscale is
+//   replicated; 4-channel JPEG is read as PIL does, always as Adobe-inverted
+//   CMYK (YCCK converted by libjpeg), then PIL's CMYK -> RGB formula.
+// - Other formats: RGB conversion as PIL's convert("RGB"): grey is replicated,
+//   alpha is dropped (not composited), palettes are looked up, 16-bit samples
+//   keep their high byte, except 16-bit greyscale without alpha (PNG, PGM),
+//   which PIL opens as 32-bit "I" and clips to 255 (so 300 becomes 255, not 1).
 // - The squash resize is PIL's ImagingResample with its bilinear filter: a
 //   separable convolution whose support widens with the scale factor (so shrinking
 //   antialiases), 22-bit fixed-point weights, horizontal pass first, rounding to
 //   uint8 after each pass. Same input, same bytes as PIL.
-// JPEG decoding differs slightly from PIL's libjpeg-turbo (IDCT and chroma
-// upsampling rounding, typically a level or two on some pixels); PNG, BMP, GIF,
-// TGA and PNM decode to the same pixels.
+// Stricter than PIL on purpose: a JPEG cut short (no end-of-image marker after
+// its last scan, or libjpeg reaching the end of the data), or with corrupt
+// entropy-coded data, is an error rather than an image padded with grey; so is
+// a JPEG of more than 500 scans (a CPU-exhaustion pattern; libjpeg-turbo's own
+// TurboJPEG API refuses those too). Harmless libjpeg warnings (junk bytes
+// between markers, an unknown JFIF version) are ignored, as PIL ignores them.
+//
+// Linking: JPEG needs libjpeg (perception_retrieval::pe links JPEG::JPEG), and
+// including this header brings in <jpeglib.h> with its macros (TRUE, FALSE,
+// GLOBAL, LOCAL, EXTERN, METHODDEF).
 //
 // Thread safety: every function is reentrant (stb_image keeps its error message
-// in thread-local storage); decode and preprocess concurrently from any threads.
+// in thread-local storage; each libjpeg decode has its own state and error
+// handler); decode and preprocess concurrently from any threads.
 
 #include <algorithm>
 #include <array>
 #include <cctype>
 #include <cerrno>
 #include <cmath>
+#include <csetjmp>
 #include <cstdint>
-#include <cstdio>
+#include <cstdlib>
+#include <cstdio>  // before jpeglib.h, which uses FILE and size_t without including it
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -34,6 +50,23 @@
 #include <string>
 #include <string_view>
 #include <vector>
+
+// stb_image's allocations go through stb_allocate, so decode_memory can cap
+// them: stb inflates PNG data into a buffer it grows for as long as the data
+// lasts, and allocates a chunk's claimed length before reading it, so a
+// 300 KB PNG of 1 x 1 pixels took 512 MB, a 60-byte one 2 GB (PIL reads both
+// in constant memory).
+namespace pe::image::detail {
+inline thread_local size_t stb_allocation_limit = 0;  ///< bytes per allocation on this thread; 0 = none
+inline thread_local bool stb_allocation_refused = false;
+inline void* stb_allocate(void* previous, size_t bytes) {
+  if (stb_allocation_limit != 0 && bytes > stb_allocation_limit) {
+    stb_allocation_refused = true;
+    return nullptr;  // stb fails cleanly ("Out of memory") and frees what it holds
+  }
+  return previous ? std::realloc(previous, bytes) : std::malloc(bytes);
+}
+}  // namespace pe::image::detail
 
 // stb_image, compiled into each translation unit as static functions so this
 // header stays header-only (no link-time symbol clash between users).
@@ -51,7 +84,11 @@
 #define STB_IMAGE_STATIC
 #define STB_IMAGE_IMPLEMENTATION
 #define STBI_NO_STDIO  // we read files ourselves, to name them in errors
+#define STBI_NO_JPEG   // libjpeg-turbo reads JPEG (PIL's decoder, so PIL's pixels)
 #define STBI_FAILURE_USERMSG
+#define STBI_MALLOC(bytes) ::pe::image::detail::stb_allocate(nullptr, bytes)
+#define STBI_REALLOC(pointer, bytes) ::pe::image::detail::stb_allocate(pointer, bytes)
+#define STBI_FREE(pointer) std::free(pointer)
 #include <stb/stb_image.h>
 #undef STB_IMAGE_IMPLEMENTATION
 #else
@@ -60,6 +97,9 @@
 #if defined(__GNUC__)
 #pragma GCC diagnostic pop
 #endif
+
+#include <jpeglib.h>
+#include <jerror.h>  // after jpeglib.h: the warning codes (JWRN_*) told apart below
 
 namespace pe::image {
 
@@ -103,9 +143,11 @@ inline std::string unsupported_format(const uint8_t* data, size_t size) {
 }
 
 /// A JPEG whose last scan (SOS marker) is not followed by an end-of-image
-/// marker was cut short; stb_image would return it padded with grey instead of
-/// failing. Markers cannot occur inside entropy-coded data (0xFF is stuffed),
-/// and an EXIF thumbnail's own markers all come before the main image's scans.
+/// marker was cut short. libjpeg would pad it with grey after a warning (which
+/// decode_jpeg turns into an error too); this check names the problem plainly
+/// before any decoding. Markers cannot occur inside entropy-coded data (0xFF is
+/// stuffed), and an EXIF thumbnail's own markers all come before the main
+/// image's scans.
 inline bool jpeg_is_truncated(const uint8_t* data, size_t size) {
   if (!(size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF)) return false;
   size_t last_sos = 0, last_eoi = 0;
@@ -184,21 +226,241 @@ inline int pnm_max_value(const uint8_t* data, size_t size) {
   return fields[2];
 }
 
+/// stb_image 2.27 reads PNM header numbers into an int with no overflow check
+/// (undefined behaviour; found by fuzz_image; 2.28 checks). Reads the header
+/// as stb does and reports a number past INT_MAX.
+inline bool pnm_header_overflows(const uint8_t* data, size_t size) {
+  if (size < 2 || data[0] != 'P' || (data[1] != '5' && data[1] != '6')) return false;
+  size_t at = 2;
+  auto get8 = [&]() -> char { return at < size ? static_cast<char>(data[at++]) : 0; };
+  char c = get8();
+  for (int field = 0; field < 3; ++field) {  // width, height, maxval
+    for (;;) {  // stbi__pnm_skip_whitespace: blanks and # comments
+      while (at < size && (c == ' ' || (c >= '\t' && c <= '\r'))) c = get8();
+      if (at >= size || c != '#') break;
+      while (at < size && c != '\n' && c != '\r') c = get8();
+    }
+    int64_t value = 0;
+    while (at < size && c >= '0' && c <= '9') {
+      value = value * 10 + (c - '0');
+      if (value > std::numeric_limits<int>::max()) return true;
+      c = get8();
+    }
+  }
+  return false;
+}
+
 /// PIL's rescaling of a PNM sample to `target_max` (Python's round; no ties occur).
 inline int rescale(int sample, int max_value, int target_max) {
   const int clamped = std::min(sample, max_value);
   return static_cast<int>((static_cast<int64_t>(clamped) * target_max * 2 + max_value) / (2 * int64_t{max_value}));
 }
 
+// Header sizes reach 2^32 - 1 per side (PNG), so their product needs 64 unsigned bits.
+inline uint64_t pixel_product(int64_t width, int64_t height) {
+  return static_cast<uint64_t>(width) * static_cast<uint64_t>(height);
+}
+
 [[noreturn]] inline void too_many_pixels(const std::string& name, int64_t width, int64_t height, int64_t limit) {
   throw std::runtime_error(name + ": the image claims " + std::to_string(width) + " x " + std::to_string(height) +
-                           " = " + std::to_string(width * height) + " pixels, over the limit of " +
+                           " = " + std::to_string(pixel_product(width, height)) + " pixels, over the limit of " +
                            std::to_string(limit) +
                            " (a decompression bomb guard, as in PIL); raise max_pixels if the image is genuine");
 }
 
 [[noreturn]] inline void fail(const std::string& name, const std::string& problem) {
   throw std::runtime_error(name + ": " + problem);
+}
+
+inline bool is_jpeg(const uint8_t* data, size_t size) {
+  return size >= 3 && data[0] == 0xFF && data[1] == 0xD8 && data[2] == 0xFF;  // PIL's test too
+}
+
+// ---- JPEG through libjpeg-turbo -------------------------------------------
+// libjpeg reports fatal errors through error_exit, which must not return: it
+// longjmps back to jpeg_decode_pixels. longjmp skips destructors, so that
+// function and everything libjpeg calls back into hold only trivially
+// destructible objects; the C++ side (vector, strings, exceptions) lives in
+// decode_jpeg, which calls it and is never jumped over.
+
+/// TurboJPEG's TJFLAG_LIMITSCANS limit: real progressive files have about 10.
+inline constexpr int kMaxJpegScans = 500;
+
+struct JpegErrorHandler {
+  jpeg_error_mgr manager;  // first member: libjpeg's cinfo->err points here
+  std::jmp_buf jump;
+  char message[JMSG_LENGTH_MAX];
+};
+
+/// Warnings that mean pixels were lost or invented (libjpeg would pad with
+/// grey and carry on); the others (junk before a marker, an unknown JFIF
+/// version or Adobe transform, a bad ICC marker) leave the pixels intact.
+inline bool jpeg_warning_loses_data(int code) {
+  switch (code) {
+    case JWRN_JPEG_EOF:         // "Premature end of JPEG file"
+    case JWRN_HIT_MARKER:       // "premature end of data segment"
+    case JWRN_HUFF_BAD_CODE:
+    case JWRN_ARITH_BAD_CODE:
+    case JWRN_MUST_RESYNC:
+    case JWRN_NOT_SEQUENTIAL:
+    case JWRN_BOGUS_PROGRESSION:
+    case JWRN_TOO_MUCH_DATA:
+      return true;
+    default:
+      return false;
+  }
+}
+
+[[noreturn]] inline void jpeg_error_exit(j_common_ptr cinfo) {
+  auto* handler = reinterpret_cast<JpegErrorHandler*>(cinfo->err);
+  (*cinfo->err->format_message)(cinfo, handler->message);
+  std::longjmp(handler->jump, 1);
+}
+
+inline void jpeg_emit_message(j_common_ptr cinfo, int level) {
+  // level -1 is a warning; 0 and up are trace messages.
+  if (level == -1 && jpeg_warning_loses_data(cinfo->err->msg_code)) jpeg_error_exit(cinfo);
+}
+
+/// Our own fatal error, reported like libjpeg's.
+[[noreturn]] inline void jpeg_fail(j_common_ptr cinfo, const char* message) {
+  auto* handler = reinterpret_cast<JpegErrorHandler*>(cinfo->err);
+  std::snprintf(handler->message, sizeof handler->message, "%s", message);
+  std::longjmp(handler->jump, 1);
+}
+
+inline void jpeg_count_scans(j_common_ptr cinfo) {
+  if (cinfo->is_decompressor && reinterpret_cast<j_decompress_ptr>(cinfo)->input_scan_number > kMaxJpegScans) {
+    static_assert(kMaxJpegScans == 500, "update the message");
+    jpeg_fail(cinfo, "more than 500 scans (a CPU-exhaustion pattern, never seen in real photos)");
+  }
+}
+
+enum class JpegStatus { ok, libjpeg_error, too_many_pixels, unsupported_channels, out_of_memory };
+
+/// What jpeg_decode_pixels hands back; plain data only (see above).
+struct JpegResult {
+  JpegStatus status = JpegStatus::ok;
+  int64_t width = 0, height = 0;
+  int channels = 0;
+  char message[JMSG_LENGTH_MAX] = {};
+};
+
+/// Resizes the caller's pixel vector; false when that fails. A C++ call that
+/// returns normally, so no longjmp crosses it.
+using JpegAllocate = uint8_t* (*)(void* context, size_t bytes);
+
+/// PIL's own CMYK -> RGB (Convert.c cmyk2rgb) on libjpeg's Adobe-inverted
+/// samples, which PIL un-inverts first ("CMYK;I"): r = (255 - k) * (1 - c / 255),
+/// with PIL's rounding of the product.
+inline void jpeg_inverted_cmyk_row_to_rgb(const uint8_t* cmyk, int width, uint8_t* rgb) {
+  for (int x = 0; x < width; ++x, cmyk += 4, rgb += 3) {
+    const int not_k = cmyk[3];  // 255 - k, since PIL's k = 255 - sample
+    for (int c = 0; c < 3; ++c) {
+      const int product = (255 - cmyk[c]) * not_k + 128;
+      rgb[c] = static_cast<uint8_t>(std::clamp(not_k - (((product >> 8) + product) >> 8), 0, 255));
+    }
+  }
+}
+
+/// Decodes with the settings of PIL's Image.open(...).convert("RGB"): libjpeg's
+/// defaults (JDCT_ISLOW, fancy upsampling, block smoothing) and its colour-space
+/// guess, RGB out for 1 and 3 channels (libjpeg replicates grey exactly as PIL
+/// does), CMYK out for 4 (YCCK converted) then PIL's conversion.
+inline void jpeg_decode_pixels(const uint8_t* data, size_t size, int64_t max_pixels, JpegAllocate allocate,
+                               void* context, JpegResult* result) {
+  jpeg_decompress_struct cinfo{};
+  JpegErrorHandler handler{};
+  jpeg_progress_mgr progress{};
+  cinfo.err = jpeg_std_error(&handler.manager);
+  handler.manager.error_exit = jpeg_error_exit;
+  handler.manager.emit_message = jpeg_emit_message;
+  handler.message[0] = '\0';
+  if (setjmp(handler.jump)) {
+    jpeg_destroy_decompress(&cinfo);
+    result->status = JpegStatus::libjpeg_error;
+    std::memcpy(result->message, handler.message, sizeof result->message);
+    result->message[sizeof result->message - 1] = '\0';
+    return;
+  }
+  jpeg_create_decompress(&cinfo);
+  progress.progress_monitor = jpeg_count_scans;
+  cinfo.progress = &progress;
+  jpeg_mem_src(&cinfo, data, static_cast<unsigned long>(size));
+  jpeg_read_header(&cinfo, TRUE);
+  result->width = cinfo.image_width;
+  result->height = cinfo.image_height;
+  result->channels = cinfo.num_components;
+  JpegStatus refusal = JpegStatus::ok;
+  if (max_pixels < 0 || result->width * result->height > max_pixels) {
+    refusal = JpegStatus::too_many_pixels;  // checked again here: the header walk may not have found SOF
+  } else if (cinfo.num_components != 1 && cinfo.num_components != 3 && cinfo.num_components != 4) {
+    refusal = JpegStatus::unsupported_channels;  // PIL: "cannot handle N-layer images"
+  }
+  uint8_t* pixels = nullptr;
+  if (refusal == JpegStatus::ok) {
+    pixels = allocate(context, static_cast<size_t>(result->width * result->height * 3));
+    if (pixels == nullptr) refusal = JpegStatus::out_of_memory;
+  }
+  if (refusal != JpegStatus::ok) {
+    jpeg_destroy_decompress(&cinfo);
+    result->status = refusal;
+    return;
+  }
+  const bool cmyk = cinfo.num_components == 4;
+  cinfo.out_color_space = cmyk ? JCS_CMYK : JCS_RGB;
+  jpeg_start_decompress(&cinfo);  // allocates the image-sized buffers: after the pixel limit
+  const size_t stride = static_cast<size_t>(cinfo.output_width) * 3;
+  JSAMPARRAY cmyk_row = cmyk ? (*cinfo.mem->alloc_sarray)(reinterpret_cast<j_common_ptr>(&cinfo), JPOOL_IMAGE,
+                                                          cinfo.output_width * 4, 1)
+                             : nullptr;
+  while (cinfo.output_scanline < cinfo.output_height) {
+    uint8_t* row = pixels + static_cast<size_t>(cinfo.output_scanline) * stride;
+    JSAMPROW rows[1] = {row};
+    // An in-memory source never suspends, so 0 lines would mean a libjpeg bug: fail, never spin.
+    if (jpeg_read_scanlines(&cinfo, cmyk ? cmyk_row : rows, 1) != 1) {
+      jpeg_fail(reinterpret_cast<j_common_ptr>(&cinfo), "libjpeg returned no scanline");
+    }
+    if (cmyk) jpeg_inverted_cmyk_row_to_rgb(cmyk_row[0], static_cast<int>(cinfo.output_width), row);
+  }
+  jpeg_finish_decompress(&cinfo);  // reads to the end-of-image marker: a cut file warns here
+  jpeg_destroy_decompress(&cinfo);
+}
+
+inline uint8_t* resize_pixel_vector(void* context, size_t bytes) {
+  try {
+    auto* pixels = static_cast<std::vector<uint8_t>*>(context);
+    pixels->resize(bytes);
+    return pixels->data();
+  } catch (const std::bad_alloc&) {
+    return nullptr;
+  } catch (const std::length_error&) {
+    return nullptr;
+  }
+}
+
+/// A JPEG as PIL's Image.open(...).convert("RGB") decodes it (see the header comment).
+inline Image decode_jpeg(const uint8_t* data, size_t size, const std::string& name, int64_t max_pixels) {
+  Image image;
+  JpegResult result;
+  jpeg_decode_pixels(data, size, max_pixels, resize_pixel_vector, &image.pixels, &result);
+  switch (result.status) {
+    case JpegStatus::ok:
+      break;
+    case JpegStatus::libjpeg_error:
+      fail(name, std::string("unreadable JPEG data (libjpeg: ") + result.message + ")");
+    case JpegStatus::too_many_pixels:
+      too_many_pixels(name, result.width, result.height, max_pixels);
+    case JpegStatus::unsupported_channels:
+      fail(name, "a JPEG with " + std::to_string(result.channels) +
+                     " channels is not supported (PIL reads 1, 3 or 4); convert it to a 3-channel JPEG or PNG");
+    case JpegStatus::out_of_memory:
+      fail(name, "not enough memory for the " + std::to_string(result.width) + " x " + std::to_string(result.height) +
+                     " decoded image");
+  }
+  image.width = static_cast<int>(result.width);
+  image.height = static_cast<int>(result.height);
+  return image;
 }
 
 }  // namespace detail
@@ -220,14 +482,24 @@ inline Image decode_memory(const uint8_t* data, size_t size, const std::string& 
   // allocate 30 GB (stb's own ceiling is 1 GiB, still far past the limit).
   int64_t claimed_width = 0, claimed_height = 0;
   if (detail::peek_dimensions(data, size, &claimed_width, &claimed_height) &&
-      claimed_width * claimed_height > options.max_pixels) {
+      (options.max_pixels < 0 ||
+       detail::pixel_product(claimed_width, claimed_height) > static_cast<uint64_t>(options.max_pixels))) {
     detail::too_many_pixels(name, claimed_width, claimed_height, options.max_pixels);
+  }
+  if (detail::pnm_header_overflows(data, size)) {
+    detail::fail(name, "corrupt PNM: a number in its header is larger than 2147483647");
+  }
+  if (detail::is_jpeg(data, size)) {
+    if (detail::jpeg_is_truncated(data, size)) {
+      detail::fail(name, "the JPEG data is truncated (no end-of-image marker after the last scan)");
+    }
+    return detail::decode_jpeg(data, size, name, options.max_pixels);
   }
   int width = 0, height = 0, channels = 0;
   if (!stbi_info_from_memory(data, length, &width, &height, &channels)) {
     const std::string format = detail::unsupported_format(data, size);
     if (!format.empty()) {
-      detail::fail(name, format + " images are not supported (stb_image reads JPEG, PNG, BMP, GIF, TGA, PNM, PSD); "
+      detail::fail(name, format + " images are not supported (readable: JPEG, PNG, BMP, GIF, TGA, PNM, PSD); "
                                   "convert it first, e.g. to PNG or JPEG");
     }
     detail::fail(name, std::string("not a readable image: ") + stbi_failure_reason());
@@ -236,9 +508,28 @@ inline Image decode_memory(const uint8_t* data, size_t size, const std::string& 
   if (width <= 0 || height <= 0 || pixel_count > options.max_pixels) {
     detail::too_many_pixels(name, width, height, options.max_pixels);  // formats peek_dimensions does not know
   }
-  if (detail::jpeg_is_truncated(data, size)) {
-    detail::fail(name, "the JPEG data is truncated (no end-of-image marker after the last scan)");
-  }
+
+  // No allocation of a genuine image needs more than its float HDR buffer (16
+  // bytes a pixel; 32 leaves room for row and block padding) or a copy of its
+  // compressed data; anything larger is a decompression bomb.
+  struct AllocationLimit {
+    explicit AllocationLimit(size_t bytes) {
+      detail::stb_allocation_limit = bytes;
+      detail::stb_allocation_refused = false;
+    }
+    ~AllocationLimit() { detail::stb_allocation_limit = 0; }
+  } limit(static_cast<size_t>(32 * (static_cast<uint64_t>(width) + 16) * (static_cast<uint64_t>(height) + 16) +
+                              2 * static_cast<uint64_t>(size) + (uint64_t{1} << 20)));
+  auto stb_failed = [&, header_width = width, header_height = height]() {
+    if (detail::stb_allocation_refused) {
+      detail::fail(name, "corrupt image: decoding it would need far more memory than a " +
+                             std::to_string(header_width) + " x " + std::to_string(header_height) +
+                             " image (a decompression bomb, e.g. PNG data that inflates far past the image's "
+                             "size, or a chunk claiming gigabytes)");
+    }
+    const char* reason = stbi_failure_reason();  // stb returns some errors without one
+    detail::fail(name, std::string("corrupt image: ") + (reason ? reason : "stb_image could not decode it"));
+  };
 
   Image image;
   image.width = width;
@@ -252,7 +543,7 @@ inline Image decode_memory(const uint8_t* data, size_t size, const std::string& 
     // (stb keeps the high byte, and 2.27 also forgets to swap PNM's big-endian
     // samples).
     stbi_us* samples = stbi_load_16_from_memory(data, length, &width, &height, &decoded_channels, 0);
-    if (samples == nullptr) detail::fail(name, std::string("corrupt image: ") + stbi_failure_reason());
+    if (samples == nullptr) stb_failed();
     const int pnm_max = detail::pnm_max_value(data, size);
     const int c = decoded_channels;
     uint8_t* out = image.pixels.data();
@@ -272,7 +563,7 @@ inline Image decode_memory(const uint8_t* data, size_t size, const std::string& 
     return image;
   }
   stbi_uc* samples = stbi_load_from_memory(data, length, &width, &height, &decoded_channels, 0);
-  if (samples == nullptr) detail::fail(name, std::string("corrupt image: ") + stbi_failure_reason());
+  if (samples == nullptr) stb_failed();
   uint8_t* out = image.pixels.data();
   const int c = decoded_channels;
   for (int64_t i = 0; i < pixel_count; ++i, out += 3) {
@@ -296,10 +587,24 @@ inline Image decode_memory(const uint8_t* data, size_t size, const std::string& 
 /// Reads and decodes an image file; errors name the path.
 inline Image decode_file(const std::string& path, const DecodeOptions& options = {}) {
   std::error_code error;
-  if (std::filesystem::is_directory(path, error)) detail::fail(path, "is a directory, not an image file");
+  const auto status = std::filesystem::status(path, error);
+  if (std::filesystem::is_directory(status)) detail::fail(path, "is a directory, not an image file");
+  // A FIFO would block the open, /dev/zero would never end: only regular files.
+  if (std::filesystem::exists(status) && !std::filesystem::is_regular_file(status)) {
+    detail::fail(path, "is not a regular file (a device, FIFO or socket); pass an image file");
+  }
+  const uintmax_t file_bytes = std::filesystem::is_regular_file(status) ? std::filesystem::file_size(path, error) : 0;
+  if (!error && file_bytes > static_cast<uintmax_t>(std::numeric_limits<int>::max())) {
+    detail::fail(path, "the encoded image is larger than 2 GiB, which stb_image cannot read");  // before reading it all
+  }
   std::ifstream file(path, std::ios::binary);
   if (!file) detail::fail(path, std::string("cannot open the image file: ") + std::strerror(errno));
-  std::vector<uint8_t> bytes((std::istreambuf_iterator<char>(file)), std::istreambuf_iterator<char>());
+  // One read of the size the file system reports (a stream iterator would copy
+  // byte by byte, ~5% of a JPEG decode), then whatever is left if it grew since.
+  std::vector<uint8_t> bytes(error ? 0 : static_cast<size_t>(file_bytes));
+  file.read(reinterpret_cast<char*>(bytes.data()), static_cast<std::streamsize>(bytes.size()));
+  bytes.resize(static_cast<size_t>(file.gcount()));
+  if (!file.eof()) bytes.insert(bytes.end(), std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
   if (file.bad()) detail::fail(path, "reading the image file failed");
   return decode_memory(bytes.data(), bytes.size(), path, options);
 }
@@ -450,9 +755,13 @@ inline void preprocess(const uint8_t* rgb, int width, int height, int size, cons
                        float* out) {
   if (size <= 0) throw std::invalid_argument("preprocess: size must be positive, got " + std::to_string(size));
   for (int c = 0; c < 3; ++c) {
-    if (!(normalization.std[c] > 0.0f)) {
+    if (!(normalization.std[c] > 0.0f) || !std::isfinite(normalization.std[c])) {
       throw std::invalid_argument("preprocess: std[" + std::to_string(c) + "] = " +
-                                  std::to_string(normalization.std[c]) + " must be > 0");
+                                  std::to_string(normalization.std[c]) + " must be > 0 and finite");
+    }
+    if (!std::isfinite(normalization.mean[c])) {  // would make every input value NaN or inf
+      throw std::invalid_argument("preprocess: mean[" + std::to_string(c) + "] = " +
+                                  std::to_string(normalization.mean[c]) + " must be finite");
     }
   }
   std::vector<uint8_t> resized(static_cast<size_t>(size) * size * 3);

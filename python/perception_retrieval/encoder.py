@@ -51,14 +51,17 @@ class Encoder:
     decode_threads: threads decoding and resizing images (0 = all cores)
     normalize:      L2-normalise each embedding (default True)
     max_pixels:     images with more pixels are rejected (PIL's bomb limit by default)
+    onednn:         on CPU in fp32, run the Linear layers through oneDNN (AVX-512 where the
+                    BLAS has only AVX2; same fp32 math up to summation order). It also makes
+                    glibc keep freed memory for reuse, process-wide (include/pe/encoder.hpp)
     """
 
     def __init__(self, model_path, device: str = "cpu", batch_size: int = 16, threads: int = 0,
                  decode_threads: int = 0, normalize: bool = True, dtype: str = "fp32",
-                 max_pixels: int = DEFAULT_MAX_PIXELS):
+                 max_pixels: int = DEFAULT_MAX_PIXELS, onednn: bool = True):
         self.model_path = os.fspath(model_path)
         self._encoder = _core.Encoder(self.model_path, device, dtype, int(batch_size), int(threads),
-                                      int(decode_threads), bool(normalize), int(max_pixels))
+                                      int(decode_threads), bool(normalize), int(max_pixels), bool(onednn))
 
     def encode(self, inputs: Sequence, on_error: str = "raise",
                progress: Optional[Callable[[int, int], None]] = None):
@@ -72,13 +75,20 @@ class Encoder:
         progress: called as progress(done, total) after each batch; by default a
         progress bar is drawn when stderr is a terminal.
         """
-        if isinstance(inputs, (str, bytes, bytearray, memoryview, os.PathLike)) or (
-                isinstance(inputs, np.ndarray) and inputs.ndim != 4):
+        # Sets and dicts are refused too: their order is not the caller's, so
+        # embedding rows could not be matched back to inputs.
+        if isinstance(inputs, (str, bytes, bytearray, memoryview, os.PathLike, set, frozenset, dict)) or (
+                isinstance(inputs, np.ndarray) and inputs.ndim != 4) or not hasattr(inputs, "__iter__"):
             raise TypeError("inputs must be a list of images (paths, bytes or H x W x 3 uint8 arrays) or an "
-                            "N x H x W x 3 uint8 array; wrap a single path, bytes or image in a list")
+                            "N x H x W x 3 uint8 array; wrap a single path, bytes or image in a list "
+                            f"(got {type(inputs).__name__})")
+        if progress is not None and not callable(progress):
+            raise TypeError("progress must be None or callable as progress(done, total), "
+                            f"got {type(progress).__name__}")
+        inputs = list(inputs)
         if progress is None and sys.stderr.isatty() and len(inputs) > self._encoder.batch_size:
             progress = _ProgressBar()
-        return self._encoder.encode(list(inputs), on_error, progress)
+        return self._encoder.encode(inputs, on_error, progress)
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
         """The 3 x S x S float32 model input for H x W x 3 uint8 RGB pixels,
@@ -91,6 +101,11 @@ class Encoder:
         import json
 
         return json.loads(self._encoder.metadata_json)
+
+    @property
+    def uses_onednn(self) -> bool:
+        """Whether the forward runs its Linear layers through oneDNN (see ``onednn``)."""
+        return self._encoder.uses_onednn
 
     @property
     def image_size(self) -> int:

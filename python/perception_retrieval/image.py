@@ -2,10 +2,11 @@
 
 Reproduces the pipeline the model was trained and benchmarked with,
 ``Image.open(f).convert("RGB").resize((S, S), BILINEAR)`` then
-``(x / 255 - mean) / std``: PNG, BMP, GIF, TGA and PNM decode to PIL's pixels,
-the resize is byte-identical to PIL's, and JPEG differs from PIL's libjpeg only
-by decoder rounding. Formats stb_image cannot read (WebP, TIFF, HEIC, AVIF)
-raise an error naming the file and the format. The GIL is released while working.
+``(x / 255 - mean) / std``: JPEG (through libjpeg-turbo, PIL's own decoder, with
+PIL's settings), PNG, BMP, GIF, TGA and PNM decode to PIL's pixels, and the
+resize is byte-identical to PIL's. Unsupported formats (WebP, TIFF, HEIC, AVIF)
+raise an error naming the file and the format; so do truncated or corrupt JPEGs,
+which PIL would sometimes pad with grey. The GIL is released while working.
 """
 
 from __future__ import annotations
@@ -33,7 +34,24 @@ def decode(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
         return _core.image.decode_memory(source, "<bytes>", max_pixels)
     if isinstance(source, (str, os.PathLike)):
         return _core.image.decode_file(os.fspath(source), max_pixels)
-    raise TypeError(f"decode() takes a path or encoded bytes, got {type(source).__name__}")
+    raise TypeError(f"decode() takes a path or encoded bytes as source, got {type(source).__name__}")
+
+
+def _integer(value, argument: str) -> int:
+    # int(1.7) would silently resize to 1 pixel; the range is checked in C++.
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise TypeError(f"{argument} must be an integer, got {value!r} ({type(value).__name__})")
+    return int(value)
+
+
+def _per_channel(values, argument: str) -> list:
+    try:
+        numbers = [float(value) for value in values]
+    except (TypeError, ValueError):
+        raise TypeError(f"{argument} must be 3 numbers (one per RGB channel), got {values!r}") from None
+    if len(numbers) != 3:
+        raise ValueError(f"{argument} must have 3 values (one per RGB channel), got {len(numbers)}: {values!r}")
+    return numbers
 
 
 def _pixels(pixels) -> np.ndarray:
@@ -47,11 +65,12 @@ def _pixels(pixels) -> np.ndarray:
 def resize_bilinear(pixels: np.ndarray, width: int, height: int) -> np.ndarray:
     """H x W x 3 uint8 -> height x width x 3 uint8, byte-identical to PIL's
     Image.resize((width, height), Image.BILINEAR) (squash, antialiased when shrinking)."""
-    return _core.image.resize_bilinear(_pixels(pixels), int(width), int(height))
+    return _core.image.resize_bilinear(_pixels(pixels), _integer(width, "width"), _integer(height, "height"))
 
 
 def preprocess(pixels: np.ndarray, size: int = 336, mean: Sequence[float] = PE_MEAN,
                std: Sequence[float] = PE_STD) -> np.ndarray:
     """H x W x 3 uint8 RGB -> the 3 x size x size float32 model input:
     squash-resize (PIL bilinear), then (v / 255 - mean) / std per channel."""
-    return _core.image.preprocess(_pixels(pixels), int(size), list(map(float, mean)), list(map(float, std)))
+    return _core.image.preprocess(_pixels(pixels), _integer(size, "size"), _per_channel(mean, "mean"),
+                                  _per_channel(std, "std"))

@@ -11,6 +11,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <limits>
 #include <memory>
 #include <string>
 #include <utility>
@@ -35,6 +36,19 @@ struct Input {
   enum class Kind { path, bytes, pixels } kind = Kind::path;
 };
 
+// An H x W x 3 uint8 C-contiguous array with 1 <= H, W <= INT_MAX (the C++
+// side takes int sizes); errors name `argument`.
+py::array_t<uint8_t, py::array::c_style> require_pixels(const py::handle& object, const std::string& argument) {
+  auto pixels = require_array<uint8_t>(object, argument.c_str(), 3);
+  const py::ssize_t limit = std::numeric_limits<int>::max();
+  if (pixels.shape(2) != 3 || pixels.shape(0) < 1 || pixels.shape(1) < 1 || pixels.shape(0) > limit ||
+      pixels.shape(1) > limit) {
+    throw py::value_error(argument + " must be an H x W x 3 uint8 RGB array with H, W >= 1, got shape " +
+                          std::string(py::str(py::tuple(pixels.attr("shape")))));
+  }
+  return pixels;
+}
+
 std::vector<Input> collect_inputs(const py::sequence& inputs) {
   std::vector<Input> collected(inputs.size());
   py::module_ os = py::module_::import("os");
@@ -47,17 +61,22 @@ std::vector<Input> collect_inputs(const py::sequence& inputs) {
     } else if (py::isinstance<py::bytes>(item) || py::isinstance<py::bytearray>(item) ||
                py::isinstance<py::memoryview>(item)) {
       const py::buffer_info info = py::reinterpret_borrow<py::buffer>(item).request();
+      // A strided view (memoryview(b)[::-1]) is not size bytes from ptr:
+      // reading it so went out of bounds.
+      py::ssize_t expected_stride = info.itemsize;
+      for (py::ssize_t d = info.ndim - 1; d >= 0; --d) {
+        if (info.shape[d] > 1 && info.strides[d] != expected_stride) {
+          throw py::value_error("inputs[" + std::to_string(i) + "] is a non-contiguous buffer view; pass bytes(...)");
+        }
+        expected_stride *= info.shape[d];
+      }
       input.kind = Input::Kind::bytes;
       input.bytes = EncodedImage{static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size * info.itemsize),
                                  "inputs[" + std::to_string(i) + "] (bytes)"};
       input.keep_alive = item;
     } else if (py::isinstance<py::array>(item)) {
       const std::string name = "inputs[" + std::to_string(i) + "]";
-      auto pixels = require_array<uint8_t>(item, name.c_str(), 3);
-      if (pixels.shape(2) != 3) {
-        throw py::value_error(name + " must be an H x W x 3 uint8 RGB array, got shape " +
-                              std::string(py::str(py::tuple(pixels.attr("shape")))));
-      }
+      auto pixels = require_pixels(item, name);
       input.kind = Input::Kind::pixels;
       input.pixels = PixelImage{pixels.data(), static_cast<int>(pixels.shape(1)), static_cast<int>(pixels.shape(0))};
       input.keep_alive = pixels;
@@ -117,7 +136,8 @@ py::object encode(const Encoder& encoder, const py::sequence& inputs, const std:
 void bind_encoder(py::module_& module) {
   py::class_<Encoder>(module, "Encoder", "pe::Encoder (see include/pe/encoder.hpp)")
       .def(py::init([](const std::string& model_path, const std::string& device, const std::string& dtype,
-                       int batch_size, int threads, int decode_threads, bool normalize, int64_t max_pixels) {
+                       int batch_size, int threads, int decode_threads, bool normalize, int64_t max_pixels,
+                       bool onednn) {
              EncoderOptions options;
              options.device = device;
              options.dtype = dtype;
@@ -126,17 +146,17 @@ void bind_encoder(py::module_& module) {
              options.decode_threads = decode_threads;
              options.normalize = normalize;
              options.max_pixels = max_pixels;
+             options.onednn = onednn;
              py::gil_scoped_release release;
              return std::make_unique<Encoder>(model_path, options);
            }),
            py::arg("model_path"), py::arg("device"), py::arg("dtype"), py::arg("batch_size"), py::arg("threads"),
-           py::arg("decode_threads"), py::arg("normalize"), py::arg("max_pixels"))
+           py::arg("decode_threads"), py::arg("normalize"), py::arg("max_pixels"), py::arg("onednn") = true)
       .def("encode", &encode, py::arg("inputs"), py::arg("on_error"), py::arg("progress"))
       .def(
           "preprocess",
           [](const Encoder& encoder, const py::handle& object) {
-            auto pixels = require_array<uint8_t>(object, "pixels", 3);
-            if (pixels.shape(2) != 3) throw py::value_error("pixels must be H x W x 3 uint8 RGB");
+            auto pixels = require_pixels(object, "pixels");
             const int size = encoder.info().image_size;
             py::array_t<float> out({3, size, size});
             std::vector<float> planar;
@@ -155,7 +175,8 @@ void bind_encoder(py::module_& module) {
       .def_property_readonly("mean", [](const Encoder& e) { return e.info().normalization.mean; })
       .def_property_readonly("std", [](const Encoder& e) { return e.info().normalization.std; })
       .def_property_readonly("device", [](const Encoder& e) { return e.options().device; })
-      .def_property_readonly("batch_size", [](const Encoder& e) { return e.options().batch_size; });
+      .def_property_readonly("batch_size", [](const Encoder& e) { return e.options().batch_size; })
+      .def_property_readonly("uses_onednn", &Encoder::uses_onednn);
 }
 
 }  // namespace pe::python

@@ -7,6 +7,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <limits>
 #include <string>
 #include <utility>
 
@@ -33,7 +34,9 @@ image::DecodeOptions decode_options(int64_t max_pixels) {
 // Checks an H x W x 3 uint8 C-contiguous pixel array.
 py::array_t<uint8_t, py::array::c_style> require_pixels(const py::handle& object) {
   auto pixels = require_array<uint8_t>(object, "pixels", 3);
-  if (pixels.shape(2) != 3 || pixels.shape(0) == 0 || pixels.shape(1) == 0) {
+  const py::ssize_t limit = std::numeric_limits<int>::max();  // the C++ side takes int sizes
+  if (pixels.shape(2) != 3 || pixels.shape(0) == 0 || pixels.shape(1) == 0 || pixels.shape(0) > limit ||
+      pixels.shape(1) > limit) {
     throw py::value_error("pixels must be H x W x 3 (RGB) with H, W > 0, got shape " +
                           std::string(py::str(py::tuple(pixels.attr("shape")))));
   }
@@ -67,6 +70,12 @@ void bind_image(py::module_& parent) {
         if (info.ndim != 1 || info.itemsize != 1) {
           throw py::type_error("data must be bytes-like (1-D bytes), got a buffer of " + std::to_string(info.ndim) +
                                " dimensions and item size " + std::to_string(info.itemsize));
+        }
+        // A strided view (memoryview(b)[::-1]) is not `size` bytes from ptr:
+        // reading it so went out of bounds.
+        if (info.size > 1 && info.strides[0] != 1) {
+          throw py::value_error("data must be contiguous bytes, got a view with stride " +
+                                std::to_string(info.strides[0]) + "; pass bytes(data)");
         }
         image::Image decoded;
         {

@@ -65,6 +65,22 @@ TEST_F(EncoderTest, ReadsMetadataAndEmbedsPixelsInOrder) {
   EXPECT_GT((together.row(0) - together.row(1)).norm(), 1e-3f);  // distinct images, distinct embeddings
 }
 
+TEST_F(EncoderTest, OneDnnLinearsGiveTheBlasResults) {
+  pe::EncoderOptions blas_options;
+  blas_options.onednn = false;
+  const pe::Encoder blas(tiny_model(), blas_options);
+  const pe::Encoder onednn(tiny_model());
+  EXPECT_FALSE(blas.uses_onednn());
+#if defined(__x86_64__)
+  EXPECT_TRUE(onednn.uses_onednn());  // Debian's and the official x86-64 LibTorch have oneDNN (USE_MKLDNN)
+#endif
+  const auto a = gradient(80, 60, 1), b = gradient(30, 90, 7), c = gradient(56, 56, 3);
+  const std::vector<pe::PixelImage> images{{a.data(), 80, 60}, {b.data(), 30, 90}, {c.data(), 56, 56}};
+  const pe::Embeddings expected = blas.encode_pixels(images);
+  const pe::Embeddings got = onednn.encode_pixels(images);
+  EXPECT_LT((got - expected).cwiseAbs().maxCoeff(), 1e-5f);  // fp32 both; summation order differs
+}
+
 TEST_F(EncoderTest, SkipsBadFilesAndReportsThem) {
   const std::string good = write_pgm("good.pgm", 20, 10, 90);
   const std::string empty = write_pgm("empty.pgm", 0, 0, 0);

@@ -1,9 +1,13 @@
 // Tests of pe::image: hand-computed resize weights, RGB conversion rules and
 // error handling. (Byte-for-byte comparisons with PIL are in tests/python/test_image.py.)
+// JPEG inputs are written here with libjpeg's own encoder, which lets the tests
+// choose what PIL cannot write: 2-channel files, hundreds of scans.
 
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <cstdlib>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -43,6 +47,61 @@ std::vector<uint8_t> encode_with(int (*writer)(stbi_write_func*, void*, int, int
     target->insert(target->end(), static_cast<uint8_t*>(data), static_cast<uint8_t*>(data) + size);
   }, &out, width, height, 3, rgb.data(), quality_or_stride);
   return out;
+}
+
+struct JpegSpec {
+  int width = 16, height = 16;
+  int components = 3;
+  J_COLOR_SPACE color_space = JCS_RGB;  // of `samples`
+  std::optional<J_COLOR_SPACE> stored_as;  // libjpeg's default for color_space when empty
+  int quality = 100;
+  bool progressive = false;
+  std::vector<jpeg_scan_info> scans;  // a custom scan script when not empty
+};
+
+// Encodes width x height x components samples with libjpeg (4:4:4, no
+// chroma subsampling, so constant colours survive quality 100 exactly).
+std::vector<uint8_t> encode_jpeg(const JpegSpec& spec, const std::vector<uint8_t>& samples) {
+  jpeg_compress_struct cinfo{};
+  jpeg_error_mgr errors{};
+  cinfo.err = jpeg_std_error(&errors);  // exit()s on error: fine for test fixtures
+  jpeg_create_compress(&cinfo);
+  unsigned char* buffer = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&cinfo, &buffer, &size);
+  cinfo.image_width = static_cast<JDIMENSION>(spec.width);
+  cinfo.image_height = static_cast<JDIMENSION>(spec.height);
+  cinfo.input_components = spec.components;
+  cinfo.in_color_space = spec.color_space;
+  jpeg_set_defaults(&cinfo);
+  if (spec.stored_as) jpeg_set_colorspace(&cinfo, *spec.stored_as);
+  jpeg_set_quality(&cinfo, spec.quality, TRUE);
+  for (int c = 0; c < cinfo.num_components; ++c) {
+    cinfo.comp_info[c].h_samp_factor = 1;
+    cinfo.comp_info[c].v_samp_factor = 1;
+  }
+  if (spec.progressive) jpeg_simple_progression(&cinfo);
+  if (!spec.scans.empty()) {
+    cinfo.scan_info = spec.scans.data();
+    cinfo.num_scans = static_cast<int>(spec.scans.size());
+  }
+  jpeg_start_compress(&cinfo, TRUE);
+  const size_t stride = static_cast<size_t>(spec.width) * spec.components;
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<uint8_t*>(samples.data()) + cinfo.next_scanline * stride;
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  std::vector<uint8_t> out(buffer, buffer + size);
+  jpeg_destroy_compress(&cinfo);
+  std::free(buffer);
+  return out;
+}
+
+std::vector<uint8_t> constant(const JpegSpec& spec, std::vector<uint8_t> value) {
+  std::vector<uint8_t> samples;
+  for (int i = 0; i < spec.width * spec.height; ++i) samples.insert(samples.end(), value.begin(), value.end());
+  return samples;
 }
 
 std::vector<uint8_t> noise_rgb(int width, int height) {
@@ -139,6 +198,101 @@ TEST(DecodeErrors, NameTheInputAndTheProblem) {
   auto grey = bytes("P5\n2 2\n255\n");
   grey.insert(grey.end(), {1, 2, 3, 4});
   EXPECT_PRED2(has, error_of(grey, small), "over the limit of 2");
+}
+
+// Constant 4:4:4 blocks at quality 100 (all quantisers 1) come back exactly,
+// so the expected pixels can be worked out by hand.
+TEST(DecodeJpeg, GreyIsReplicated) {
+  JpegSpec grey;
+  grey.components = 1;
+  grey.color_space = JCS_GRAYSCALE;
+  const auto jpeg = encode_jpeg(grey, constant(grey, {77}));
+  const auto image = decode_memory(jpeg.data(), jpeg.size());
+  ASSERT_EQ(image.width, 16);
+  ASSERT_EQ(image.height, 16);
+  EXPECT_EQ(image.pixels, constant(grey, {77, 77, 77}));
+}
+
+TEST(DecodeJpeg, CmykIsReadAsAdobeInvertedLikePil) {
+  // Stored samples (Adobe convention: 255 - ink) 255 - C, 255 - M, 255 - Y, 255 - K
+  // for C = 0, M = 100, Y = 255, K = 51. PIL: r = (255 - K) - (C * (255 - K) / 255, rounded):
+  // 204 - 0 = 204; 204 - round(100 * 204 / 255 = 80) = 124; 204 - 204 = 0.
+  JpegSpec cmyk;
+  cmyk.components = 4;
+  cmyk.color_space = JCS_CMYK;
+  const auto jpeg = encode_jpeg(cmyk, constant(cmyk, {255, 155, 0, 204}));
+  const auto image = decode_memory(jpeg.data(), jpeg.size());
+  EXPECT_EQ(image.pixels, constant(cmyk, {204, 124, 0}));
+  // YCCK (Adobe transform 2): libjpeg converts it to CMYK first, then the same rule.
+  JpegSpec ycck = cmyk;
+  ycck.stored_as = JCS_YCCK;
+  const auto ycck_jpeg = encode_jpeg(ycck, constant(ycck, {255, 155, 0, 204}));
+  const auto from_ycck = decode_memory(ycck_jpeg.data(), ycck_jpeg.size());
+  // The YCbCr round trip may move a sample by one level; each channel stays within 1 of the CMYK result.
+  ASSERT_EQ(from_ycck.pixels.size(), image.pixels.size());
+  for (size_t i = 0; i < image.pixels.size(); ++i) {
+    ASSERT_NEAR(from_ycck.pixels[i], image.pixels[i], 1) << i;
+  }
+}
+
+TEST(DecodeJpeg, ProgressiveEqualsBaselineForLosslessContent) {
+  JpegSpec baseline;
+  baseline.width = 24;
+  baseline.height = 8;
+  const auto samples = constant(baseline, {10, 200, 90});
+  JpegSpec progressive = baseline;
+  progressive.progressive = true;
+  const auto a = encode_jpeg(baseline, samples);
+  const auto b = encode_jpeg(progressive, samples);
+  ASSERT_NE(a, b);
+  EXPECT_EQ(decode_memory(b.data(), b.size()).pixels, decode_memory(a.data(), a.size()).pixels);
+}
+
+TEST(DecodeJpegErrors, CorruptOrHostileDataIsRefused) {
+  auto has = [](const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; };
+  JpegSpec spec;
+  spec.width = 64;
+  spec.height = 48;
+  spec.quality = 90;
+  const auto jpeg = encode_jpeg(spec, noise_rgb(64, 48));
+  // Cut in the middle of the scan, with an end-of-image marker pasted on: the
+  // marker check passes, but libjpeg runs out of data and would pad with grey.
+  std::vector<uint8_t> cut(jpeg.begin(), jpeg.begin() + static_cast<std::ptrdiff_t>(jpeg.size() / 2));
+  cut.insert(cut.end(), {0xFF, 0xD9});
+  EXPECT_PRED2(has, error_of(cut), "sample.img: unreadable JPEG data (libjpeg: Corrupt JPEG data: premature end");
+  // Junk bytes before a marker only draw a harmless warning: the same pixels.
+  std::vector<uint8_t> junk(jpeg.begin(), jpeg.end() - 2);
+  junk.insert(junk.end(), {0x00, 0x01, 0x02, 0xFF, 0xD9});
+  EXPECT_EQ(decode_memory(junk.data(), junk.size()).pixels, decode_memory(jpeg.data(), jpeg.size()).pixels);
+
+  // 704 valid progressive scans (successive approximation of every coefficient,
+  // one bit at a time): legal, slow to decode, and refused.
+  JpegSpec many;
+  many.width = many.height = 8;
+  many.components = 1;
+  many.color_space = JCS_GRAYSCALE;
+  for (int k = 0; k < 64; ++k) {
+    many.scans.push_back(jpeg_scan_info{1, {0, 0, 0, 0}, k, k, 0, 10});
+    for (int bit = 10; bit > 0; --bit) many.scans.push_back(jpeg_scan_info{1, {0, 0, 0, 0}, k, k, bit, bit - 1});
+  }
+  const auto bomb = encode_jpeg(many, std::vector<uint8_t>(64, 128));
+  EXPECT_PRED2(has, error_of(bomb), "more than 500 scans");
+  many.scans.resize(11 * 40);  // 440 scans of the same kind (coefficients 0..39) still decode
+  const auto fewer = encode_jpeg(many, std::vector<uint8_t>(64, 128));
+  EXPECT_EQ(decode_memory(fewer.data(), fewer.size()).pixels, std::vector<uint8_t>(64 * 3, 128));
+
+  // Two channels: PIL cannot handle them either.
+  JpegSpec two;
+  two.components = 2;
+  two.color_space = JCS_UNKNOWN;
+  two.stored_as = JCS_UNKNOWN;
+  const auto two_channel = encode_jpeg(two, std::vector<uint8_t>(16 * 16 * 2, 50));
+  EXPECT_PRED2(has, error_of(two_channel), "a JPEG with 2 channels is not supported");
+
+  // The pixel limit applies to the size in the JPEG header, before decoding.
+  pe::image::DecodeOptions small;
+  small.max_pixels = 64 * 48 - 1;
+  EXPECT_PRED2(has, error_of(jpeg, small), "claims 64 x 48 = 3072 pixels, over the limit of 3071");
 }
 
 TEST(DecodeErrors, FilesAreNamed) {

@@ -58,6 +58,14 @@ def test_export_random_init_tiny(tmp_path):
     torch.testing.assert_close(got, expected, rtol=0, atol=1e-6)
     torch.testing.assert_close(got.norm(dim=1), torch.ones(3))
     assert other_size.shape == (2, 32)
+    # The oneDNN switch is saved off: pe::Encoder turns it on together with the
+    # allocator setting it needs (see pe_core's module notes).
+    assert module.model.onednn_linears is False
+    if torch.backends.mkldnn.is_available():
+        module.model.onednn_linears = True
+        with torch.no_grad():
+            torch.testing.assert_close(module(images), expected, rtol=0, atol=1e-6)
+        module.model.onednn_linears = False
     with pytest.raises(Exception, match="float32"):
         module(torch.zeros(1, 3, 56, 56, dtype=torch.float64))
     assert export.read_metadata(out) == metadata

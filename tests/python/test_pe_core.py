@@ -333,6 +333,34 @@ def test_micro_batches_and_head_groups_do_not_change_results():
     torch.testing.assert_close(scripted_chunked, whole, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="this torch has no oneDNN")
+@pytest.mark.parametrize("name", [TINY, TINY_NOCLS])
+def test_onednn_linears_match_the_reference(name):
+    model = pe_core.build(name, seed=5)
+    assert model.onednn_linears is False  # the eager default stays BLAS (the benchmark peer)
+    cfg = model.config
+    images = torch.randn(3, 3, cfg.image_size, cfg.image_size + cfg.patch_size)
+    with torch.no_grad():
+        blas = model(images)
+        model.onednn_linears = True
+        eager = model(images)
+        scripted = torch.jit.script(model)
+        script = scripted(images)
+        model.work_elements = 2000  # one image per micro-batch, single-head groups
+        chunked = torch.jit.script(model)(images)
+        scripted.onednn_linears = False  # the switch is read per call, also after scripting
+        script_blas = scripted(images)
+    expected = reference_batch(model, images)
+    for got in (eager, script, chunked):
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        torch.testing.assert_close(got, blas, rtol=0, atol=1e-6)  # summation order only
+    assert not torch.equal(script, blas)  # it did take another path
+    torch.testing.assert_close(script_blas, blas, rtol=0, atol=1e-6)
+    # With autograd on, the functional path runs; the switch does not apply.
+    model.train()
+    torch.testing.assert_close(model(images).detach(), expected, rtol=1e-4, atol=1e-5)
+
+
 def test_gradients_flow_in_training_mode():
     model = pe_core.build(TINY, seed=4).train()
     images = torch.randn(2, 3, 56, 56, requires_grad=True)
