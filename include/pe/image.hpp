@@ -465,6 +465,40 @@ inline Image decode_jpeg(const uint8_t* data, size_t size, const std::string& na
 
 }  // namespace detail
 
+namespace detail {
+/// A PNG's bytes without its zero-length IDAT chunks (which carry no data), or
+/// empty when it has none. stb 2.27 copies an empty first IDAT into a buffer it
+/// has not allocated yet (memcpy to null, 0 bytes): harmless in practice but
+/// undefined behaviour, which UBSan and the fuzzers rightly refuse.
+inline std::vector<uint8_t> png_without_empty_idat(const uint8_t* data, size_t size) {
+  if (!starts_with(data, size, 0, "\x89PNG\r\n\x1a\n")) return {};
+  auto chunk_length = [data](size_t at) {
+    return (size_t{data[at]} << 24) | (size_t{data[at + 1]} << 16) | (size_t{data[at + 2]} << 8) | data[at + 3];
+  };
+  bool found = false;
+  for (size_t at = 8; at + 12 <= size;) {
+    const size_t length = chunk_length(at);
+    if (length == 0 && std::memcmp(data + at + 4, "IDAT", 4) == 0) found = true;
+    if (length > size - at - 12) break;  // a truncated chunk: stb reports it
+    at += 12 + length;
+  }
+  if (!found) return {};
+  std::vector<uint8_t> kept(data, data + 8);
+  size_t at = 8;
+  for (; at + 12 <= size;) {
+    const size_t length = chunk_length(at);
+    if (length > size - at - 12) break;
+    if (!(length == 0 && std::memcmp(data + at + 4, "IDAT", 4) == 0)) {
+      kept.insert(kept.end(), data + at, data + at + 12 + length);
+    }
+    at += 12 + length;
+  }
+  kept.insert(kept.end(), data + at, data + size);  // whatever trails, as it was
+  return kept;
+}
+
+}  // namespace detail
+
 /// Decodes an encoded image held in memory (JPEG baseline and progressive, PNG
 /// including 16-bit and palette, BMP, GIF first frame, TGA, PNM, PSD) to RGB as
 /// PIL's convert("RGB") would. `name` identifies the input in error messages.
@@ -477,7 +511,7 @@ inline Image decode_memory(const uint8_t* data, size_t size, const std::string& 
   if (size > static_cast<size_t>(std::numeric_limits<int>::max())) {
     detail::fail(name, "the encoded image is larger than 2 GiB, which stb_image cannot read");
   }
-  const auto length = static_cast<int>(size);
+  auto length = static_cast<int>(size);
   // Checked before stb reads anything: a 100,000 x 100,000 header must not
   // allocate 30 GB (stb's own ceiling is 1 GiB, still far past the limit).
   int64_t claimed_width = 0, claimed_height = 0;
@@ -531,6 +565,12 @@ inline Image decode_memory(const uint8_t* data, size_t size, const std::string& 
     detail::fail(name, std::string("corrupt image: ") + (reason ? reason : "stb_image could not decode it"));
   };
 
+  const std::vector<uint8_t> cleaned_png = detail::png_without_empty_idat(data, size);
+  if (!cleaned_png.empty()) {
+    data = cleaned_png.data();
+    size = cleaned_png.size();
+    length = static_cast<int>(size);
+  }
   Image image;
   image.width = width;
   image.height = height;

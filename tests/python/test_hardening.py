@@ -205,3 +205,25 @@ def test_hostile_images_in_a_batch_are_skipped_and_named(tiny, tmp_path):
     assert "inputs[7]" in reasons[7]
     with pytest.raises(RuntimeError, match=r"inputs\[1\] \(bytes\): the image claims 100000 x 100000"):
         encoder.encode(inputs)
+
+
+def test_png_with_an_empty_idat_chunk_decodes_like_pil():
+    """A zero-length IDAT is legal PNG; stb 2.27 copied it to a null buffer (UBSan)."""
+    import io
+    import struct
+    import zlib
+
+    import numpy as np
+    from PIL import Image
+
+    from perception_retrieval import image
+
+    pixels = np.random.default_rng(5).integers(0, 256, size=(7, 9, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    first_idat = data.index(b"IDAT") - 4
+    empty = struct.pack(">I", 0) + b"IDAT" + struct.pack(">I", zlib.crc32(b"IDAT"))
+    patched = data[:first_idat] + empty + data[first_idat:]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(patched)).convert("RGB")), pixels)
+    assert np.array_equal(image.decode(patched), pixels)
