@@ -41,8 +41,12 @@ except ImportError as error:  # pragma: no cover - depends on the install
 
 __version__ = _core.__version__
 
-from . import image, metrics  # noqa: E402
+from . import errors, image, metrics  # noqa: E402
 from ._core import Retriever  # noqa: E402
 from .encoder import Encoder  # noqa: E402
+from .errors import (CancelledError, CorruptFileError, Error, FileNotFoundError, InvalidArgumentError,  # noqa: E402
+                     IoError, UnsupportedFormatError, VersionMismatchError)
 
-__all__ = ["__version__", "Encoder", "Retriever", "image", "metrics"]
+__all__ = ["__version__", "Encoder", "Retriever", "image", "metrics", "errors", "Error", "InvalidArgumentError",
+           "FileNotFoundError", "IoError", "CorruptFileError", "UnsupportedFormatError", "VersionMismatchError",
+           "CancelledError"]

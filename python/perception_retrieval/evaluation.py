@@ -26,7 +26,7 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import __version__, cache as embedding_cache, image, metrics
+from . import __version__, cache as embedding_cache, errors, image, metrics
 from ._core import Retriever
 from .datasets import Dataset, ImageRef, check_unique_names
 from .encoder import Encoder
@@ -177,7 +177,7 @@ class Evaluation:
                 try:
                     inputs.append(self._model_input(images[i]))
                     kept.append(i)
-                except RuntimeError as error:
+                except errors.Error as error:
                     if self.on_error == "raise":
                         raise
                     failures[i] = str(error)

@@ -67,7 +67,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from . import checkpoints, pe_core
+from . import checkpoints, errors, pe_core
 
 __all__ = ["export", "main", "ExportedEncoder", "METADATA_FILE", "FORMAT_VERSION", "read_metadata",
            "quantize_dynamic_int8"]
@@ -143,13 +143,13 @@ def read_metadata(path) -> Dict[str, object]:
         with zipfile.ZipFile(path) as archive:
             names = [n for n in archive.namelist() if n.endswith("/extra/" + METADATA_FILE)]
             if not names:
-                raise RuntimeError(
+                raise errors.CorruptFileError(
                     f"{path} has no {METADATA_FILE}; it was not written by perception_retrieval.export "
                     "(re-export it with python -m perception_retrieval.export)"
                 )
             return json.loads(archive.read(names[0]).decode("utf-8"))
     except zipfile.BadZipFile:
-        raise RuntimeError(f"{path} is not a TorchScript file (not a zip archive)") from None
+        raise errors.CorruptFileError(f"{path} is not a TorchScript file (not a zip archive)") from None
 
 
 def _human_size(n: int) -> str:

@@ -3,6 +3,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include "pe/error.hpp"
 #include "pe/version.hpp"
 
 namespace py = pybind11;
@@ -14,6 +15,42 @@ void bind_retriever(py::module_& module);
 #ifdef PE_WITH_ENCODER
 void bind_encoder(py::module_& module);
 #endif
+
+namespace {
+
+// pe::Error -> the perception_retrieval.errors class of the same kind (each is
+// also the matching built-in: ValueError, FileNotFoundError, ...). The classes
+// are plain Python (errors.py), looked up when an error is first translated, so
+// the module imports without them and they carry real docstrings.
+const char* python_error_class(ErrorKind kind) {
+  switch (kind) {
+    case ErrorKind::invalid_argument: return "InvalidArgumentError";
+    case ErrorKind::io: return "IoError";
+    case ErrorKind::file_not_found: return "FileNotFoundError";
+    case ErrorKind::corrupt_data: return "CorruptFileError";
+    case ErrorKind::unsupported_format: return "UnsupportedFormatError";
+    case ErrorKind::version_mismatch: return "VersionMismatchError";
+    case ErrorKind::cancelled: return "CancelledError";
+  }
+  return "Error";
+}
+
+void translate_errors(std::exception_ptr pending) {
+  if (!pending) return;
+  try {
+    std::rethrow_exception(pending);
+  } catch (const Error& error) {
+    py::gil_scoped_acquire gil;
+    try {
+      py::object type = py::module_::import("perception_retrieval.errors").attr(python_error_class(error.kind()));
+      PyErr_SetString(type.ptr(), error.what());
+    } catch (py::error_already_set& lookup) {  // the package is broken: keep the message at least
+      PyErr_SetString(PyExc_RuntimeError, error.what());
+    }
+  }
+}
+
+}  // namespace
 }  // namespace pe::python
 
 PYBIND11_MODULE(_core, module) {
@@ -22,6 +59,7 @@ PYBIND11_MODULE(_core, module) {
   // The torch this module was built against; perception_retrieval/__init__.py
   // compares it with the torch that is imported.
   module.attr("__torch_version__") = PE_TORCH_VERSION;
+  py::register_exception_translator(pe::python::translate_errors);
   pe::python::bind_metrics(module);
   pe::python::bind_image(module);
   pe::python::bind_retriever(module);

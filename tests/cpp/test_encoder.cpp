@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "pe/encoder.hpp"
+#include "pe/error.hpp"
 
 namespace {
 
@@ -93,7 +94,7 @@ TEST_F(EncoderTest, SkipsBadFilesAndReportsThem) {
   EXPECT_NE(result.failures[0].reason.find("/nonexistent/x.png"), std::string::npos);
   EXPECT_EQ(result.failures[1].index, 2u);
   EXPECT_LT((result.embeddings.row(0) - result.embeddings.row(1)).cwiseAbs().maxCoeff(), 1e-6f);
-  EXPECT_THROW(encoder.encode_files({good, "/nonexistent/x.png"}), std::runtime_error);
+  EXPECT_THROW(encoder.encode_files({good, "/nonexistent/x.png"}), pe::FileNotFoundError);
 }
 
 TEST_F(EncoderTest, ConcurrentCallsAgree) {
@@ -112,21 +113,21 @@ TEST_F(EncoderTest, ConcurrentCallsAgree) {
 TEST_F(EncoderTest, RejectsBadOptionsAndFiles) {
   pe::EncoderOptions options;
   options.batch_size = 0;
-  EXPECT_THROW(pe::Encoder(tiny_model(), options), std::invalid_argument);
+  EXPECT_THROW(pe::Encoder(tiny_model(), options), pe::InvalidArgumentError);
   options = {};
   options.device = "cuda";
   // On a CPU-only LibTorch this is a clear error; where CUDA exists it loads.
   try {
     pe::Encoder cuda(tiny_model(), options);
-  } catch (const std::invalid_argument& error) {
+  } catch (const pe::UnsupportedFormatError& error) {
     EXPECT_NE(std::string(error.what()).find("asked for CUDA"), std::string::npos) << error.what();
   }
-  EXPECT_THROW(pe::Encoder("/nonexistent/model.pt"), std::runtime_error);
+  EXPECT_THROW(pe::Encoder("/nonexistent/model.pt"), pe::FileNotFoundError);
   const std::string not_a_model = write_pgm("model.pt", 2, 2, 1);
   try {
     pe::Encoder bad(not_a_model);
     FAIL() << "no error";
-  } catch (const std::runtime_error& error) {
+  } catch (const pe::CorruptDataError& error) {
     EXPECT_NE(std::string(error.what()).find("is not a TorchScript model"), std::string::npos) << error.what();
   }
 }

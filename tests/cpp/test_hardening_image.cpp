@@ -333,8 +333,8 @@ TEST(HardeningImage, SpecialPathsAreRefusedWithoutBlocking) {
       {"/dev/zero", "is not a regular file"},
       {empty, "the image data is empty"},
       {folder, "is a directory"},
-      {(dir / "missing.png").string(), "cannot open the image file"},
-      {"", "cannot open the image file"},
+      {(dir / "missing.png").string(), "no such image file"},
+      {"", "no such image file"},
   };
   for (const auto& [path, expected] : cases) {
     const int status = run_capped([&, path = path, expected = expected] {

@@ -1,7 +1,7 @@
 """Every public binding fed what it must refuse: float64, float16, big-endian,
 non-contiguous, Fortran-ordered, 0-D/1-D/3-D, empty, NaN and Inf arrays, wrong
 integer dtypes, strided buffer views, and plain wrong types (None, str, dict,
-list, float for int). Each must raise ValueError, TypeError or RuntimeError
+list, float for int). Each must raise ValueError, TypeError or a perception_retrieval.Error
 whose message names the argument; a refused call must change nothing."""
 
 import os
@@ -197,8 +197,8 @@ def cases():
     # image
     for name, value in {"None": None, "int": 42, "dict": {}, "list": [1, 2], "ndarray": np.zeros(8, np.uint8)}.items():
         case(f"decode source {name}", lambda c, v=value: image.decode(v), TypeError, "source")
-    case("decode empty bytes", lambda c: image.decode(b""), RuntimeError, "the image data is empty")
-    case("decode a directory", lambda c: image.decode(c["folder"]), RuntimeError, "is a directory")
+    case("decode empty bytes", lambda c: image.decode(b""), pr.CorruptFileError, "the image data is empty")
+    case("decode a directory", lambda c: image.decode(c["folder"]), pr.IoError, "is a directory")
     case("decode a reversed memoryview", lambda c: image.decode(memoryview(c["png"])[::-1]), ValueError,
          "data must be contiguous")
     case("decode a strided memoryview", lambda c: image.decode(memoryview(c["png"] * 2)[::2]), ValueError,
@@ -248,11 +248,11 @@ def cases():
                  "inputs[1]")
         else:
             case(f"encode inputs[1] {name}", lambda c, v=value: c["encoder"].encode([pixels, v]), error, "inputs[1]")
-    case("encode inputs[0] empty bytes", lambda c: c["encoder"].encode([b""]), RuntimeError, "inputs[0]")
+    case("encode inputs[0] empty bytes", lambda c: c["encoder"].encode([b""]), pr.CorruptFileError, "inputs[0]")
     case("encode on_error=ignore", lambda c: c["encoder"].encode([pixels], on_error="ignore"), ValueError, "on_error")
     case("encode on_error=None", lambda c: c["encoder"].encode([pixels], on_error=None), TypeError, "on_error")
     case("encode progress=str", lambda c: c["encoder"].encode([pixels], progress="bar"), TypeError, "progress")
-    case("Encoder of a directory", lambda c: pr.Encoder(c["folder"]), RuntimeError, "is not a file")
+    case("Encoder of a directory", lambda c: pr.Encoder(c["folder"]), pr.IoError, "is not a file")
     case("Encoder batch_size=0", lambda c: pr.Encoder(c["encoder"].model_path, batch_size=0), ValueError, "batch_size")
     case("Encoder max_pixels=0", lambda c: pr.Encoder(c["encoder"].model_path, max_pixels=0), ValueError, "max_pixels")
     case("Encoder threads=-1", lambda c: pr.Encoder(c["encoder"].model_path, threads=-1), ValueError, "threads")

@@ -118,12 +118,12 @@ def test_skip_mode_reports_failures_without_shifting_rows(tiny, photos, tmp_path
     assert rows.tolist() == [0, 2, 6]
     assert [index for index, _ in failures] == [1, 3, 4, 5]
     reasons = dict(failures)
-    assert "missing.png: cannot open" in reasons[1]
+    assert "missing.png: no such image file" in reasons[1]
     assert "empty.jpg" in reasons[3] and "empty" in reasons[3]
     assert "cut.jpg" in reasons[4] and "truncated" in reasons[4]
     assert "WebP images are not supported" in reasons[5]
     np.testing.assert_allclose(embeddings, pr.Encoder(path).encode([photos[0], photos[2], photos[3]]), atol=1e-6)
-    with pytest.raises(RuntimeError, match="missing.png: cannot open the image file"):
+    with pytest.raises(FileNotFoundError, match="missing.png: no such image file"):
         pr.Encoder(path).encode(inputs)
 
 
@@ -201,7 +201,8 @@ def test_bad_model_files_are_rejected_with_the_fix(tiny, tmp_path):
         tmp_path / "wrong_shape.pt": "expected [1, 32]",
     }
     for model, message in cases.items():
-        with pytest.raises(RuntimeError) as raised:
+        expected = pr.FileNotFoundError if model.name == "missing.pt" else pr.CorruptFileError
+        with pytest.raises(expected) as raised:
             pr.Encoder(model)
         assert message in str(raised.value) and str(model) in str(raised.value), str(raised.value)
 

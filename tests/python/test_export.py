@@ -74,7 +74,7 @@ def test_export_random_init_tiny(tmp_path):
         assert "tiny/extra/pe_metadata.json" in archive.namelist()
     not_exported = tmp_path / "plain.pt"
     torch.jit.save(torch.jit.script(torch.nn.Identity()), str(not_exported))
-    with pytest.raises(RuntimeError, match="has no pe_metadata.json"):
+    with pytest.raises(perception_retrieval.CorruptFileError, match="has no pe_metadata.json"):
         export.read_metadata(not_exported)
 
 

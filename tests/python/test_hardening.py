@@ -68,7 +68,7 @@ class Raises(torch.nn.Module):
 
 
 def assert_refused(model, message):
-    with pytest.raises((RuntimeError, ValueError)) as raised:
+    with pytest.raises(pr.Error) as raised:
         pr.Encoder(model)
     text = str(raised.value)
     assert str(model) in text, f"the error does not name the file: {text}"
@@ -97,7 +97,7 @@ def test_flipped_bytes_in_the_model_zip_are_refused_or_harmless(tiny, tmp_path):
         path.write_bytes(bytes(damaged))
         try:
             encoder = pr.Encoder(path)
-        except (RuntimeError, ValueError) as error:
+        except pr.Error as error:
             assert str(path) in str(error), str(error)
             continue
         try:
@@ -158,8 +158,8 @@ def test_files_that_are_not_torchscript_are_refused(tmp_path, tiny):
         assert_refused(model, "is not a TorchScript model")
     folder = tmp_path / "model_dir.pt"
     folder.mkdir()
-    assert_refused(folder, "does not exist or is not a file")
-    assert_refused(tmp_path / "missing.pt", "does not exist or is not a file")
+    assert_refused(folder, "is not a file (a directory, device or FIFO)")
+    assert_refused(tmp_path / "missing.pt", "does not exist")
 
 
 def test_a_fifo_as_model_is_refused_without_blocking(tmp_path):
@@ -167,7 +167,7 @@ def test_a_fifo_as_model_is_refused_without_blocking(tmp_path):
     os.mkfifo(fifo)
     # In a child process: were the open to wait for a writer, the timeout says so.
     code = ("import perception_retrieval as pr, sys\n"
-            "try:\n    pr.Encoder(sys.argv[1])\nexcept RuntimeError as e:\n    print(e)\n")
+            "try:\n    pr.Encoder(sys.argv[1])\nexcept pr.Error as e:\n    print(e)\n")
     done = subprocess.run([sys.executable, "-c", code, str(fifo)], capture_output=True, text=True, timeout=120,
                           env=dict(os.environ))
     assert str(fifo) in done.stdout and "is not a file" in done.stdout, done.stdout + done.stderr
@@ -203,7 +203,7 @@ def test_hostile_images_in_a_batch_are_skipped_and_named(tiny, tmp_path):
     assert "not a regular file" in reasons[5] and str(fifo) in reasons[5]
     assert "not a regular file" in reasons[6] and "/dev/zero" in reasons[6]
     assert "inputs[7]" in reasons[7]
-    with pytest.raises(RuntimeError, match=r"inputs\[1\] \(bytes\): the image claims 100000 x 100000"):
+    with pytest.raises(pr.CorruptFileError, match=r"inputs\[1\] \(bytes\): the image claims 100000 x 100000"):
         encoder.encode(inputs)
 
 

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageDraw
 
+import perception_retrieval as pr
 from perception_retrieval import image
 
 SIZES = [(600, 800), (37, 91), (336, 336), (1000, 200), (5, 7), (336, 335), (2, 3000), (1, 1)]
@@ -201,7 +202,7 @@ def unsupported_files():
 def test_unsupported_formats_name_file_and_format(tmp_path, format):
     path = tmp_path / "product.img"
     path.write_bytes(unsupported_files()[format])
-    with pytest.raises(RuntimeError) as raised:
+    with pytest.raises(pr.UnsupportedFormatError) as raised:
         image.decode(path)
     assert str(path) in str(raised.value)
     assert f"{format} images are not supported" in str(raised.value)
@@ -211,7 +212,7 @@ def test_bad_files_raise_errors_naming_the_file(tmp_path):
     jpeg = encode(Image.fromarray(noise(64, 64)), "JPEG")
     png = lossless_cases()["png-rgb"]
     cases = {
-        "missing.jpg": (None, "cannot open the image file"),
+        "missing.jpg": (None, "no such image file"),
         "empty.jpg": (b"", "empty"),
         "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated"),
         "truncated.png": (png[: len(png) // 2], "corrupt image"),
@@ -222,10 +223,10 @@ def test_bad_files_raise_errors_naming_the_file(tmp_path):
         path = tmp_path / name
         if content is not None:
             path.write_bytes(content)
-        with pytest.raises(RuntimeError) as raised:
+        with pytest.raises(pr.Error) as raised:
             image.decode(path)
         assert str(path) in str(raised.value) and message in str(raised.value), (name, str(raised.value))
-    with pytest.raises(RuntimeError, match="is a directory"):
+    with pytest.raises(pr.IoError, match="is a directory"):
         image.decode(tmp_path)
 
 
@@ -237,10 +238,10 @@ def test_pixel_limit_rejects_bombs_before_decoding():
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     bomb = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr +
             struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
-    with pytest.raises(RuntimeError, match="10000000000 pixels, over the limit of 89478485"):
+    with pytest.raises(pr.CorruptFileError, match="10000000000 pixels, over the limit of 89478485"):
         image.decode(bomb)
     small = lossless_cases()["png-rgb"]  # 70 x 45 = 3150 pixels
-    with pytest.raises(RuntimeError, match="over the limit of 3000"):
+    with pytest.raises(pr.CorruptFileError, match="over the limit of 3000"):
         image.decode(small, max_pixels=3000)
     assert image.decode(small, max_pixels=3150).shape == (45, 70, 3)
 

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "pe/detail/parallel.hpp"
+#include "pe/error.hpp"
 
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -52,8 +53,10 @@ spdlog::logger& logger() {
 // The extra file written by perception_retrieval.export (python/perception_retrieval/export.py).
 constexpr const char* kMetadataFile = "pe_metadata.json";
 
-[[noreturn]] void invalid(const std::string& message) { throw std::invalid_argument("pe::Encoder: " + message); }
-[[noreturn]] void failure(const std::string& message) { throw std::runtime_error("pe::Encoder: " + message); }
+[[noreturn]] void invalid(const std::string& message) { throw InvalidArgumentError("pe::Encoder: " + message); }
+// A model file that is not what the export tool writes, or no longer matches its metadata.
+[[noreturn]] void corrupt_model(const std::string& message) { throw CorruptDataError("pe::Encoder: " + message); }
+[[noreturn]] void unsupported(const std::string& message) { throw UnsupportedFormatError("pe::Encoder: " + message); }
 
 // c10::Error messages carry a C++ backtrace; the first line is the useful part.
 std::string first_line(const std::string& text) { return text.substr(0, text.find('\n')); }
@@ -62,7 +65,7 @@ torch::Device parse_device(const std::string& device) {
   if (device == "cpu") return torch::Device(torch::kCPU);
   if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
     if (!torch::cuda::is_available()) {
-      invalid("device \"" + device + "\" asked for CUDA, but this LibTorch " + TORCH_VERSION +
+      unsupported("device \"" + device + "\" asked for CUDA, but this LibTorch " + TORCH_VERSION +
               " has no usable CUDA (built without it, or no GPU/driver visible); use device \"cpu\" or link a CUDA "
               "build of LibTorch");
     }
@@ -97,7 +100,7 @@ torch::ScalarType parse_dtype(const std::string& dtype, const torch::Device& dev
 
 ModelInfo parse_metadata(const std::string& path, const std::string& text) {
   if (text.empty()) {
-    failure(path + " has no " + kMetadataFile +
+    corrupt_model(path + " has no " + kMetadataFile +
             ": it is not a model made by perception_retrieval's export tool; make one with "
             "python -m perception_retrieval.export --checkpoint PE-Core-L14-336.pt --out model.pt");
   }
@@ -111,24 +114,24 @@ ModelInfo parse_metadata(const std::string& path, const std::string& text) {
     info.embedding_dim = json.at("embedding_dim").get<int>();
     const auto mean = json.at("mean").get<std::vector<float>>();
     const auto std = json.at("std").get<std::vector<float>>();
-    if (mean.size() != 3 || std.size() != 3) failure(path + ": metadata mean/std must have 3 values each");
+    if (mean.size() != 3 || std.size() != 3) corrupt_model(path + ": metadata mean/std must have 3 values each");
     std::copy(mean.begin(), mean.end(), info.normalization.mean.begin());
     std::copy(std.begin(), std.end(), info.normalization.std.begin());
     info.resize = json.at("resize").get<std::string>();
     info.outputs_normalized = json.at("normalized").get<bool>();
     info.source = json.value("source", json.value("source_checkpoint_sha256", std::string()));
   } catch (const nlohmann::json::exception& error) {
-    failure(path + ": its " + kMetadataFile + " is unreadable (" + error.what() +
+    corrupt_model(path + ": its " + kMetadataFile + " is unreadable (" + error.what() +
             "); re-export the model with python -m perception_retrieval.export");
   }
   if (info.image_size <= 0 || info.patch_size <= 0 || info.image_size % info.patch_size != 0 ||
       info.embedding_dim <= 0) {
-    failure(path + ": metadata image_size " + std::to_string(info.image_size) + ", patch_size " +
+    corrupt_model(path + ": metadata image_size " + std::to_string(info.image_size) + ", patch_size " +
             std::to_string(info.patch_size) + ", embedding_dim " + std::to_string(info.embedding_dim) +
             " are not a valid model shape");
   }
   if (info.resize != "bilinear_squash") {
-    failure(path + ": metadata resize \"" + info.resize + "\" is not supported (only bilinear_squash)");
+    unsupported(path + ": metadata resize \"" + info.resize + "\" is not supported (only bilinear_squash)");
   }
   return info;
 }
@@ -193,7 +196,7 @@ struct Encoder::Model {
     torch::Tensor output = module_handle.forward({input}).toTensor();
     output = output.to(torch::kCPU, torch::kFloat32).contiguous();
     if (output.dim() != 2 || output.size(0) != n || output.size(1) != dim) {
-      failure("the model returned shape " + c10::str(output.sizes()) + " for " + std::to_string(n) +
+      corrupt_model("the model returned shape " + c10::str(output.sizes()) + " for " + std::to_string(n) +
               " images; expected [" + std::to_string(n) + ", " + std::to_string(dim) + "]");
     }
     if (normalize) {
@@ -210,15 +213,19 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
   model->device = parse_device(options_.device);
   model->dtype = parse_dtype(options_.dtype, model->device);
   std::error_code error;
-  if (!std::filesystem::is_regular_file(model_path, error)) {
-    failure("model file " + model_path + " does not exist or is not a file; export one with "
-            "python -m perception_retrieval.export --out " + model_path);
+  const auto status = std::filesystem::status(model_path, error);
+  if (!std::filesystem::exists(status)) {
+    throw FileNotFoundError("pe::Encoder: model file " + model_path + " does not exist; export one with "
+                            "python -m perception_retrieval.export --out " + model_path);
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    throw IoError("pe::Encoder: model file " + model_path + " is not a file (a directory, device or FIFO)");
   }
   torch::jit::ExtraFilesMap extra_files{{kMetadataFile, ""}};
   try {
     model->module = torch::jit::load(model_path, model->device, extra_files);
   } catch (const c10::Error& load_error) {
-    failure(model_path + " is not a TorchScript model (" + first_line(load_error.what_without_backtrace()) +
+    corrupt_model(model_path + " is not a TorchScript model (" + first_line(load_error.what_without_backtrace()) +
             "); export one with python -m perception_retrieval.export");
   }
   info_ = parse_metadata(model_path, extra_files[kMetadataFile]);
@@ -240,10 +247,10 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
   try {
     model->forward(probe.data(), 1, size, info_.embedding_dim, false, out.data());
   } catch (const c10::Error& forward_error) {
-    failure(model_path + " failed on a [1, 3, " + std::to_string(size) + ", " + std::to_string(size) +
+    corrupt_model(model_path + " failed on a [1, 3, " + std::to_string(size) + ", " + std::to_string(size) +
             "] probe input: " + first_line(forward_error.what_without_backtrace()));
   } catch (const std::runtime_error& shape_error) {
-    failure(model_path + " does not produce embeddings as its metadata says: " + shape_error.what());
+    corrupt_model(model_path + " does not produce embeddings as its metadata says: " + shape_error.what());
   }
   model_ = std::move(model);
   logger().info("loaded {} ({}, {} px, {}-d) on {} with {} intra-op threads, Linear layers via {}", model_path,
@@ -261,7 +268,7 @@ bool Encoder::uses_onednn() const { return model_->onednn; }
 
 void Encoder::preprocess_pixels(const PixelImage& image, float* out) const {
   if (image.rgb == nullptr || image.width <= 0 || image.height <= 0) {
-    throw std::invalid_argument("pe::Encoder: an image is empty (" + std::to_string(image.width) + " x " +
+    throw InvalidArgumentError("pe::Encoder: an image is empty (" + std::to_string(image.width) + " x " +
                                 std::to_string(image.height) + " pixels)");
   }
   image::preprocess(image.rgb, image.width, image.height, info_.image_size, info_.normalization, out);
