@@ -8,8 +8,6 @@
 #include <torch/torch.h>
 
 #include <nlohmann/json.hpp>
-#include <spdlog/sinks/stdout_color_sinks.h>
-#include <spdlog/spdlog.h>
 
 #include <algorithm>
 #include <cmath>
@@ -25,6 +23,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/log.hpp"
 #include "pe/detail/parallel.hpp"
 #include "pe/error.hpp"
 
@@ -36,19 +35,7 @@ namespace pe {
 
 namespace {
 
-// The library's logger, "perception_retrieval", on stderr. Its level comes from
-// PE_LOG_LEVEL (trace, debug, info, warn, error, off; default warn), so a batch
-// run reports skipped images without chatter about every model load.
-spdlog::logger& logger() {
-  static const std::shared_ptr<spdlog::logger> instance = [] {
-    auto created = spdlog::get("perception_retrieval");
-    if (!created) created = spdlog::stderr_color_mt("perception_retrieval");
-    const char* level = std::getenv("PE_LOG_LEVEL");
-    created->set_level(level ? spdlog::level::from_str(level) : spdlog::level::warn);
-    return created;
-  }();
-  return *instance;
-}
+using detail::logger;
 
 // The extra file written by perception_retrieval.export (python/perception_retrieval/export.py).
 constexpr const char* kMetadataFile = "pe_metadata.json";
