@@ -17,6 +17,7 @@ PACKAGES=(
   libeigen3-dev libstb-dev libspdlog-dev libgtest-dev pybind11-dev nlohmann-json3-dev
   libjpeg62-turbo-dev                  # JPEG decoding: libjpeg-turbo, the decoder PIL uses
   libwebp-dev                          # WebP decoding: libwebp, the decoder PIL uses
+  libxxhash-dev                        # index file checksums (XXH64)
   python3-dev python3-venv python3-pip python3-setuptools python3-wheel python3-pybind11
   python3-numpy python3-pil python3-pytest python3-hypothesis
   python3-faiss                        # the benchmark peer

@@ -24,7 +24,7 @@
 #include <vector>
 
 #include "common/log.hpp"
-#include "pe/detail/parallel.hpp"
+#include "common/parallel.hpp"
 #include "pe/error.hpp"
 
 #if defined(__GLIBC__)

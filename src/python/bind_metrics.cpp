@@ -130,8 +130,8 @@ void bind_metrics(py::module_& parent) {
         check_ids(query_ids, "query_ids", ranking.shape(0), "ranking has rows:");
         const auto self_indices = optional_self_indices(self_indices_object, ranking.shape(0), options);
         py::gil_scoped_release release;
-        return metrics::evaluate(ranking.data(), ranking.shape(0), ranking.shape(1), query_ids.data(),
-                                 gallery_ids.data(), gallery_ids.shape(0), options);
+        return metrics::evaluate(ranking.data(), ranking.shape(0), ranking.shape(1), gallery_ids.shape(0),
+                                 query_ids.data(), gallery_ids.data(), options);
       },
       py::arg("ranking"), py::arg("query_ids"), py::arg("gallery_ids"), py::arg("ks"), py::arg("map_ks"),
       py::arg("ap_normalizer"), py::arg("exclude_self"), py::arg("self_indices"), py::arg("threads"),

@@ -63,14 +63,6 @@ std::string fspath(const py::handle& path, const char* argument) {
   return py::str(py::module_::import("os").attr("fsdecode")(path));
 }
 
-Simd parse_simd(const std::string& text) {
-  if (text == "best") return Simd::best;
-  if (text == "scalar") return Simd::scalar;
-  if (text == "avx2") return Simd::avx2;
-  if (text == "avx512") return Simd::avx512;
-  throw py::value_error("simd: unknown value '" + text + "'; use \"best\", \"avx512\", \"avx2\" or \"scalar\"");
-}
-
 py::tuple search(const Retriever& retriever, const py::handle& queries_object, int64_t k, bool exclude_self,
                  const py::handle& exclude_ids_object, const py::handle& allowed_ids_object, int threads,
                  const std::string& simd) {
@@ -337,7 +329,7 @@ wait for running searches.)doc");
           count = array.size();
         }
         py::gil_scoped_release release;
-        return detail::retriever::measure_read_bandwidth(data, count, threads, repeats);
+        return measure_read_bandwidth(data, count, threads, repeats);
       },
       py::arg("source"), py::arg("threads") = 0, py::arg("repeats") = 5);
 }

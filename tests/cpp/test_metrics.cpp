@@ -11,6 +11,7 @@
 #include <string>
 #include <vector>
 
+#include "pe/error.hpp"
 #include "pe/metrics.hpp"
 #include "pe/report.hpp"
 
@@ -161,7 +162,7 @@ TEST(Metrics, SelfExclusionRemovesOwnIndexNotRankOne) {
 
   // The same through the ranking form: rows still contain self.
   const std::vector<int64_t> ranking{0, 1, 2, 0, 1, 2, 2, 1, 0};
-  const Evaluation r = evaluate(ranking.data(), 3, 3, ids.data(), ids.data(), 3,
+  const Evaluation r = evaluate(ranking.data(), 3, 3, 3, ids.data(), ids.data(),
                                 make_options({1, 2}, {2}, APNormalizer::min_r_k, true));
   EXPECT_TRUE(same_values(r.per_query_precision, e.per_query_precision));
   EXPECT_TRUE(same_values(r.per_query_average_precision, e.per_query_average_precision));
@@ -180,7 +181,7 @@ TEST(Metrics, SelfIndicesExcludeOwnItemOfPartlyOverlappingQueries) {
                                      2, 0, -1, -1};
   Options options = make_options({1, 2}, {3});
   options.self_indices = self_indices.data();
-  const Evaluation e = evaluate(ranking.data(), 2, 4, query_ids.data(), gallery_ids.data(), 4, options);
+  const Evaluation e = evaluate(ranking.data(), 2, 4, 4, query_ids.data(), gallery_ids.data(), options);
   EXPECT_EQ(e.num_relevant[0], 2);
   EXPECT_EQ(e.num_relevant[1], 1);
   EXPECT_DOUBLE_EQ(e.per_query_precision[0 * 2 + 0], 0.0);
@@ -200,13 +201,13 @@ TEST(Metrics, SelfIndicesExcludeOwnItemOfPartlyOverlappingQueries) {
   // An own item of another instance, an index out of range, or both switches: errors.
   const std::vector<int64_t> wrong_instance{2, -1};
   options.self_indices = wrong_instance.data();
-  EXPECT_THROW(evaluate(ranking.data(), 2, 4, query_ids.data(), gallery_ids.data(), 4, options), std::invalid_argument);
+  EXPECT_THROW(evaluate(ranking.data(), 2, 4, 4, query_ids.data(), gallery_ids.data(), options), pe::InvalidArgumentError);
   const std::vector<int64_t> out_of_range{4, -1};
   options.self_indices = out_of_range.data();
-  EXPECT_THROW(evaluate(ranking.data(), 2, 4, query_ids.data(), gallery_ids.data(), 4, options), std::invalid_argument);
+  EXPECT_THROW(evaluate(ranking.data(), 2, 4, 4, query_ids.data(), gallery_ids.data(), options), pe::InvalidArgumentError);
   options.self_indices = self_indices.data();
   options.exclude_self = true;
-  EXPECT_THROW(evaluate(ranking.data(), 2, 4, query_ids.data(), gallery_ids.data(), 4, options), std::invalid_argument);
+  EXPECT_THROW(evaluate(ranking.data(), 2, 4, 4, query_ids.data(), gallery_ids.data(), options), pe::InvalidArgumentError);
 }
 
 TEST(Metrics, ScoreTiesBreakByGalleryIndex) {
@@ -238,7 +239,7 @@ TEST(Metrics, ScoresAndRankingFormsAgreeOnRandomData) {
                      [&](int64_t a, int64_t b) { return scores[i * n + a] > scores[i * n + b]; });
     ranking.insert(ranking.end(), order.begin(), order.begin() + 10);
   }
-  const Evaluation from_ranking = evaluate(ranking.data(), q, 10, query_ids.data(), gallery_ids.data(), n, options);
+  const Evaluation from_ranking = evaluate(ranking.data(), q, 10, n, query_ids.data(), gallery_ids.data(), options);
   EXPECT_EQ(from_scores.per_query_precision, from_ranking.per_query_precision);
   EXPECT_EQ(from_scores.per_query_recall, from_ranking.per_query_recall);
   EXPECT_EQ(from_scores.per_query_average_precision, from_ranking.per_query_average_precision);
@@ -276,8 +277,8 @@ TEST(Metrics, ThreadCountDoesNotChangeResults) {
   one.threads = 1;
   Options four = one;
   four.threads = 4;
-  const Evaluation a = evaluate(ranking.data(), q, depth, query_ids.data(), gallery_ids.data(), n, one);
-  const Evaluation b = evaluate(ranking.data(), q, depth, query_ids.data(), gallery_ids.data(), n, four);
+  const Evaluation a = evaluate(ranking.data(), q, depth, n, query_ids.data(), gallery_ids.data(), one);
+  const Evaluation b = evaluate(ranking.data(), q, depth, n, query_ids.data(), gallery_ids.data(), four);
   EXPECT_EQ(a.precision, b.precision);
   EXPECT_EQ(a.mean_average_precision, b.mean_average_precision);
   EXPECT_EQ(a.per_query_recall, b.per_query_recall);
@@ -289,10 +290,10 @@ template <class Fn>
 std::string error_of(Fn&& fn) {
   try {
     fn();
-  } catch (const std::invalid_argument& error) {
+  } catch (const pe::InvalidArgumentError& error) {
     return error.what();
   }
-  return "<no std::invalid_argument thrown>";
+  return "<no pe::InvalidArgumentError thrown>";
 }
 
 TEST(MetricsErrors, NameTheArgumentAndTheValue) {
@@ -396,7 +397,7 @@ TEST(MetricsGolden, MatchesNaiveReferenceCases) {
     ASSERT_EQ(static_cast<int64_t>(c.ranking.size()), c.q * c.depth);
     const Options options = make_options(c.ks, c.map_ks, pe::metrics::parse_ap_normalizer(c.normalizer), c.exclude_self);
     const Evaluation e =
-        evaluate(c.ranking.data(), c.q, c.depth, c.query_ids.data(), c.gallery_ids.data(), c.n, options);
+        evaluate(c.ranking.data(), c.q, c.depth, c.n, c.query_ids.data(), c.gallery_ids.data(), options);
     EXPECT_EQ(e.num_queries, c.num_queries);
     EXPECT_EQ(e.lone_queries, c.lone_queries);
     ASSERT_EQ(c.expected.size(), e.metric_names().size());
@@ -451,13 +452,13 @@ TEST(Report, RejectsMixedNormalizersDuplicatesAndMissingColumns) {
   Options r_options;
   r_options.ap_normalizer = APNormalizer::r;
   const Evaluation with_r = evaluate(std::vector<int64_t>{0, 1}, {10}, {10, 10}, r_options);
-  EXPECT_THROW(report.add("other", with_r), std::invalid_argument);
-  EXPECT_THROW(report.add("toy", toy_evaluation()), std::invalid_argument);
+  EXPECT_THROW(report.add("other", with_r), pe::InvalidArgumentError);
+  EXPECT_THROW(report.add("toy", toy_evaluation()), pe::InvalidArgumentError);
   const Evaluation only_k1 = evaluate(std::vector<int64_t>{0}, {10}, {10, 10}, make_options({1}, {10}));
-  EXPECT_THROW(report.add("k1", only_k1), std::invalid_argument);  // no P@5
+  EXPECT_THROW(report.add("k1", only_k1), pe::InvalidArgumentError);  // no P@5
   EXPECT_THROW(report.add("bad", {{"P@1", 1.5}, {"P@5", 0}, {"R@1", 0}, {"R@5", 0}, {"mAP@10", 0}}, 1, 0,
                           APNormalizer::min_r_k),
-               std::invalid_argument);
+               pe::InvalidArgumentError);
   EXPECT_EQ(report.rows().size(), 1u);  // failed adds left the report as it was
 }
 

@@ -14,7 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "pe/error.hpp"
 #include "pe/retriever.hpp"
+#include "retriever/kernels.hpp"  // internal: the half conversions are checked directly
 
 namespace {
 
@@ -399,8 +401,8 @@ TEST(Retriever, Float16StorageIsCloseToFloat32) {
 }
 
 TEST(Retriever, HalfConversionMatchesHardware) {
-  using pe::detail::retriever::float_to_half;
-  using pe::detail::retriever::half_to_float;
+  using pe::detail::kernels::float_to_half;
+  using pe::detail::kernels::half_to_float;
   // Round trip of every finite half.
   for (uint32_t bits = 0; bits < 0x10000; ++bits) {
     if ((bits & 0x7c00u) == 0x7c00u) continue;
@@ -419,11 +421,11 @@ TEST(Retriever, HalfConversionMatchesHardware) {
     values.push_back(value);
   }
   std::vector<uint16_t> portable(values.size()), hardware(values.size());
-  pe::detail::retriever::ScalarKernel::to_half(values.data(), static_cast<int64_t>(values.size()), portable.data());
-#if PE_RETRIEVER_X86
-  pe::detail::retriever::Avx2Kernel::to_half(values.data(), static_cast<int64_t>(values.size()), hardware.data());
+  pe::detail::kernels::scalar_kernels().to_half(values.data(), static_cast<int64_t>(values.size()), portable.data());
+  const auto& simd = pe::detail::kernels::kernels_for(pe::Retriever::resolve_simd(Simd::avx2));
+  ASSERT_EQ(simd.simd, Simd::avx2);
+  simd.to_half(values.data(), static_cast<int64_t>(values.size()), hardware.data());
   EXPECT_EQ(portable, hardware);
-#endif
 }
 
 // ---------------------------------------------------------------------------
@@ -448,10 +450,10 @@ TEST(RetrieverErrors, BadArgumentsSayWhatToDo) {
   float score;
   int64_t id;
 
-  EXPECT_THROW(Retriever(0), std::invalid_argument);
+  EXPECT_THROW(Retriever(0), pe::InvalidArgumentError);
   EXPECT_NE(error_of([&] { retriever.search(query.data(), 1, 0, &score, &id); }).find("k must be >= 1, got 0"),
             std::string::npos);
-  EXPECT_THROW(retriever.search(query.data(), 1, -3, &score, &id), std::invalid_argument);
+  EXPECT_THROW(retriever.search(query.data(), 1, -3, &score, &id), pe::InvalidArgumentError);
 
   std::vector<float> nan = good;
   nan[6] = std::numeric_limits<float>::quiet_NaN();
@@ -488,8 +490,8 @@ TEST(RetrieverErrors, BadArgumentsSayWhatToDo) {
   self.exclude_self = true;
   EXPECT_NE(error_of([&] { retriever.search(query.data(), 1, 1, &score, &id, self); }).find("exclude_self"),
             std::string::npos);
-  EXPECT_THROW(pe::parse_metric("l2"), std::invalid_argument);
-  EXPECT_THROW(pe::parse_storage("int8"), std::invalid_argument);
+  EXPECT_THROW(pe::parse_metric("l2"), pe::InvalidArgumentError);
+  EXPECT_THROW(pe::parse_storage("int8"), pe::InvalidArgumentError);
 
   Retriever half(2, Metric::inner_product, Storage::float16);
   const std::vector<float> huge = {1e6f, 0};
@@ -511,7 +513,7 @@ TEST(RetrieverErrors, FailedAddOfLaterRowLeavesNoPartialRows) {
   // The duplicate is the last id of the batch: nothing of the batch may stay.
   const std::vector<float> batch = {0, 1, 1, 1, 2, 2};
   const std::vector<int64_t> ids = {2, 3, 1};
-  EXPECT_THROW(retriever.add(batch.data(), 3, ids.data()), std::invalid_argument);
+  EXPECT_THROW(retriever.add(batch.data(), 3, ids.data()), pe::InvalidArgumentError);
   EXPECT_EQ(retriever.size(), 1);
   EXPECT_FALSE(retriever.contains(2));
   const std::vector<int64_t> fine = {2, 3, 4};

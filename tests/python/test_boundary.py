@@ -155,10 +155,10 @@ def cases():
         case(f"from_npy ids_path {name}", lambda c, v=value: pr.Retriever.from_npy("v.npy", v), TypeError,
              "ids_path must be a file path")
     case("save to a directory", lambda c: c["retriever"].save(c["folder"]), ValueError, "is a directory")
-    case("load a directory", lambda c: pr.Retriever.load(c["folder"]), RuntimeError, "is not a regular file")
+    case("load a directory", lambda c: pr.Retriever.load(c["folder"]), pr.IoError, "is not a regular file")
     for name, value in {"str": "index", "None": None, "bytearray": bytearray(b"\x89PER"), "list": [1]}.items():
         case(f"from_bytes {name}", lambda c, v=value: pr.Retriever.from_bytes(v), TypeError, "data: bytes")
-    case("from_bytes empty", lambda c: pr.Retriever.from_bytes(b""), RuntimeError, "not a perception_retrieval index")
+    case("from_bytes empty", lambda c: pr.Retriever.from_bytes(b""), pr.CorruptFileError, "not a perception_retrieval index")
 
     # metrics
     ids3 = np.array([1, 2, 3])

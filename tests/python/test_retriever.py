@@ -179,14 +179,16 @@ def test_corrupted_and_foreign_files_raise(tmp_path):
     data = bytearray(path.read_bytes())
     data[200] ^= 0xFF
     (tmp_path / "flipped.per").write_bytes(bytes(data))
-    with pytest.raises(RuntimeError, match="checksum mismatch"):
+    with pytest.raises(pr.CorruptFileError, match="checksum mismatch"):
         Retriever.load(tmp_path / "flipped.per")
     (tmp_path / "short.per").write_bytes(path.read_bytes()[:-3])
-    with pytest.raises(RuntimeError, match="truncated"):
+    with pytest.raises(pr.CorruptFileError, match="truncated"):
         Retriever.load(tmp_path / "short.per", mmap=True)
     np.save(tmp_path / "array.npy", np.zeros((2, 4), np.float32))
-    with pytest.raises(RuntimeError, match="npy"):
+    with pytest.raises(pr.CorruptFileError, match="npy"):
         Retriever.load(tmp_path / "array.npy")
+    with pytest.raises(FileNotFoundError, match="missing.per"):
+        Retriever.load(tmp_path / "missing.per")
 
 
 def test_npy_round_trip_with_numpy(tmp_path):

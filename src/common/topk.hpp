@@ -1,5 +1,8 @@
 #pragma once
-// pe::detail::TopK — bounded per-query heaps of (score, row) for exact top-k.
+// pe::detail::TopK — bounded per-query heaps of (score, row) for exact top-k
+// (internal). The one ranker of the library: pe::Retriever's search and
+// pe::metrics::evaluate_scores both select with it, so both break ties the
+// same way.
 //
 // Order: higher score first; equal scores by lower gallery row first. The order
 // is total, so the result does not depend on the order rows were scanned in,
@@ -22,33 +25,43 @@
 namespace pe::detail {
 
 /// a ranks before b: higher score, then lower row.
-inline bool ranks_before(float score_a, int64_t row_a, float score_b, int64_t row_b) {
+template <class Score>
+inline bool ranks_before(Score score_a, int64_t row_a, Score score_b, int64_t row_b) {
   return score_a > score_b || (score_a == score_b && row_a < row_b);
 }
 
-class TopK {
+/// Scores are float (the retriever) or double (metrics on float64 score matrices).
+template <class Score>
+class BasicTopK {
  public:
   /// `num_queries` heaps of capacity `k` (>= 1). thresholds() has
   /// `padded_queries` >= num_queries entries; the padding is +inf so padded
   /// query lanes of a micro-tile never pass the threshold test.
-  TopK(int64_t num_queries, int64_t k, int64_t padded_queries)
+  BasicTopK(int64_t num_queries, int64_t k, int64_t padded_queries)
       : k_(k),
         scores_(static_cast<size_t>(num_queries * k)),
         rows_(static_cast<size_t>(num_queries * k)),
         sizes_(static_cast<size_t>(num_queries), 0),
         thresholds_(static_cast<size_t>(std::max(padded_queries, num_queries)),
-                    std::numeric_limits<float>::infinity()) {
-    std::fill(thresholds_.begin(), thresholds_.begin() + num_queries, -std::numeric_limits<float>::infinity());
+                    std::numeric_limits<Score>::infinity()) {
+    std::fill(thresholds_.begin(), thresholds_.begin() + num_queries, -std::numeric_limits<Score>::infinity());
+  }
+
+  /// Empties every heap, keeping the memory.
+  void clear() {
+    std::fill(sizes_.begin(), sizes_.end(), 0);
+    std::fill(thresholds_.begin(), thresholds_.begin() + static_cast<int64_t>(sizes_.size()),
+              -std::numeric_limits<Score>::infinity());
   }
 
   int64_t k() const { return k_; }
-  const float* thresholds() const { return thresholds_.data(); }
-  float threshold(int64_t q) const { return thresholds_[static_cast<size_t>(q)]; }
+  const Score* thresholds() const { return thresholds_.data(); }
+  Score threshold(int64_t q) const { return thresholds_[static_cast<size_t>(q)]; }
 
   /// Offers (score, row) to query q's heap; kept if the heap is not full or it
   /// ranks before the current worst entry.
-  void push(int64_t q, float score, int64_t row) {
-    float* s = scores_.data() + q * k_;
+  void push(int64_t q, Score score, int64_t row) {
+    Score* s = scores_.data() + q * k_;
     int64_t* r = rows_.data() + q * k_;
     int64_t& n = sizes_[static_cast<size_t>(q)];
     if (n < k_) {
@@ -84,16 +97,32 @@ class TopK {
   }
 
   int64_t size(int64_t q) const { return sizes_[static_cast<size_t>(q)]; }
-  const float* scores(int64_t q) const { return scores_.data() + q * k_; }
+  const Score* scores(int64_t q) const { return scores_.data() + q * k_; }
   const int64_t* rows(int64_t q) const { return rows_.data() + q * k_; }
+
+  /// Query q's rows, best first, into out[0, size(q)); returns size(q).
+  int64_t sorted_rows(int64_t q, int64_t* out) {
+    Score* s = scores_.data() + q * k_;
+    int64_t* r = rows_.data() + q * k_;
+    const int64_t n = sizes_[static_cast<size_t>(q)];
+    std::vector<std::pair<Score, int64_t>> entries(static_cast<size_t>(n));
+    for (int64_t i = 0; i < n; ++i) entries[static_cast<size_t>(i)] = {s[i], r[i]};
+    std::sort(entries.begin(), entries.end(), [](const auto& a, const auto& b) {
+      return ranks_before(a.first, a.second, b.first, b.second);
+    });
+    for (int64_t i = 0; i < n; ++i) out[i] = entries[static_cast<size_t>(i)].second;
+    return n;
+  }
 
  private:
   int64_t k_;
-  std::vector<float> scores_;
+  std::vector<Score> scores_;
   std::vector<int64_t> rows_;
   std::vector<int64_t> sizes_;
-  std::vector<float> thresholds_;
+  std::vector<Score> thresholds_;
 };
+
+using TopK = BasicTopK<float>;
 
 /// Merges query q's entries of every heap into the best `k` (ranked), writing
 /// `out_scores[0..k)` / `out_rows[0..k)`; positions past the available entries

@@ -1,5 +1,5 @@
 #pragma once
-// pe::detail::parallel_for — split [0, n) into contiguous chunks over std::threads.
+// pe::detail::parallel_for — split [0, n) into contiguous chunks over std::threads (internal).
 //
 // Why std::thread and not OpenMP: the Python module lives in the same process as
 // LibTorch, which brings its own OpenMP runtime; a second one (libgomp vs libomp)
@@ -16,14 +16,13 @@
 #include <thread>
 #include <vector>
 
+#include "pe/cpu.hpp"
+
 namespace pe::detail {
 
-/// Number of threads to use for `requested` (0 = every hardware thread).
-inline int resolve_threads(int requested) {
-  if (requested > 0) return requested;
-  const unsigned hardware = std::thread::hardware_concurrency();
-  return hardware == 0 ? 1 : static_cast<int>(hardware);
-}
+/// Number of threads to use for `requested` (0 = every CPU this process may
+/// use: its affinity mask and cgroup quota, not the machine's core count).
+inline int resolve_threads(int requested) { return requested > 0 ? requested : usable_cpu_count(); }
 
 /// Calls body(begin, end) on disjoint chunks covering [0, n). Runs inline when
 /// one thread suffices or the work is smaller than `min_chunk` items per thread.

@@ -7,8 +7,9 @@
 //   ByteSink / ByteSource  where bytes go to / come from (file, memory, mapping)
 //   AlignedBuffer          64-byte aligned heap memory for SIMD rows
 //
-// Errors are std::runtime_error naming the path, the system's reason and, where
-// there is one, what to do.
+// Errors (pe/error.hpp) name the path, the system's reason and, where there is
+// one, what to do: FileNotFoundError for a missing file, IoError for other
+// system failures, CorruptDataError for data that ends early.
 //
 // Thread safety: objects are used by one thread at a time; free functions are
 // safe to call concurrently (on different paths).
@@ -31,9 +32,17 @@
 #include <utility>
 #include <vector>
 
+#include "pe/error.hpp"
+
 namespace pe::detail {
 
 inline std::string system_error_text(int error) { return std::strerror(error); }
+
+/// FileNotFoundError when `error` is ENOENT, IoError otherwise.
+[[noreturn]] inline void throw_system_error(int error, const std::string& message) {
+  if (error == ENOENT) throw FileNotFoundError(message + ": " + system_error_text(error));
+  throw IoError(message + ": " + system_error_text(error));
+}
 
 // ---------------------------------------------------------------------------
 
@@ -162,8 +171,8 @@ class FdSink final : public ByteSink {
       if (written < 0) {
         if (errno == EINTR) continue;
         const int error = errno;
-        throw std::runtime_error("writing " + path_ + " failed: " + system_error_text(error) +
-                                 (error == ENOSPC ? "; free disk space and save again" : ""));
+        throw IoError("writing " + path_ + " failed: " + system_error_text(error) +
+                       (error == ENOSPC ? "; free disk space and save again" : ""));
       }
       p += written;
       size -= static_cast<size_t>(written);
@@ -187,18 +196,18 @@ inline std::string parent_directory(const std::string& path) {
 /// directory is fsynced. If anything fails the temporary is removed and `path`
 /// is untouched (the old file, if any, stays as it was).
 inline void write_file_atomically(const std::string& path, const std::function<void(ByteSink&)>& produce) {
-  if (path.empty()) throw std::invalid_argument("path is empty; pass the file to write");
+  if (path.empty()) throw InvalidArgumentError("path is empty; pass the file to write");
   struct stat info {};
   if (::stat(path.c_str(), &info) == 0 && S_ISDIR(info.st_mode)) {
-    throw std::invalid_argument("path " + path + " is a directory; pass a file name inside it");
+    throw InvalidArgumentError("path " + path + " is a directory; pass a file name inside it");
   }
   static std::atomic<uint64_t> counter{0};
   const std::string temp = path + ".tmp." + std::to_string(::getpid()) + "." + std::to_string(counter++);
   int fd = ::open(temp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) {
     const int error = errno;
-    throw std::runtime_error("cannot create " + temp + " to write " + path + ": " + system_error_text(error) +
-                             "; check that the directory " + parent_directory(path) + " exists and is writable");
+    throw IoError("cannot create " + temp + " to write " + path + ": " + system_error_text(error) +
+                  "; check that the directory " + parent_directory(path) + " exists and is writable");
   }
   try {
     FdSink sink(fd, temp);
@@ -206,17 +215,17 @@ inline void write_file_atomically(const std::string& path, const std::function<v
     sink.flush();
     if (::fsync(fd) != 0) {
       const int error = errno;
-      throw std::runtime_error("fsync of " + temp + " failed: " + system_error_text(error));
+      throw IoError("fsync of " + temp + " failed: " + system_error_text(error));
     }
     const int closed = ::close(fd);
     fd = -1;
     if (closed != 0) {
       const int error = errno;
-      throw std::runtime_error("closing " + temp + " failed: " + system_error_text(error));
+      throw IoError("closing " + temp + " failed: " + system_error_text(error));
     }
     if (::rename(temp.c_str(), path.c_str()) != 0) {
       const int error = errno;
-      throw std::runtime_error("renaming " + temp + " to " + path + " failed: " + system_error_text(error));
+      throw IoError("renaming " + temp + " to " + path + " failed: " + system_error_text(error));
     }
   } catch (...) {
     if (fd >= 0) ::close(fd);
@@ -243,17 +252,17 @@ class MappedFile {
     const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
       const int error = errno;
-      throw std::runtime_error("cannot open " + path + ": " + system_error_text(error));
+      throw_system_error(error, "cannot open " + path);
     }
     struct stat info {};
     if (::fstat(fd, &info) != 0) {
       const int error = errno;
       ::close(fd);
-      throw std::runtime_error("cannot stat " + path + ": " + system_error_text(error));
+      throw_system_error(error, "cannot stat " + path);
     }
     if (!S_ISREG(info.st_mode)) {
       ::close(fd);
-      throw std::runtime_error(path + " is not a regular file");
+      throw IoError(path + " is not a regular file (a directory, device or FIFO); pass an index file");
     }
     size_ = static_cast<size_t>(info.st_size);
     if (size_ > 0) {
@@ -261,7 +270,7 @@ class MappedFile {
       if (mapped == MAP_FAILED) {
         const int error = errno;
         ::close(fd);
-        throw std::runtime_error("cannot map " + path + ": " + system_error_text(error));
+        throw_system_error(error, "cannot map " + path);
       }
       data_ = static_cast<const uint8_t*>(mapped);
     }
@@ -307,7 +316,7 @@ class MemorySource final : public ByteSource {
   }
   const uint8_t* view(size_t size) override {
     if (size > size_ - position_) {
-      throw std::runtime_error(name_ + " ends after " + std::to_string(size_) + " bytes; it is truncated");
+      throw CorruptDataError(name_ + " ends after " + std::to_string(size_) + " bytes; it is truncated");
     }
     const uint8_t* at = data_ + position_;
     position_ += size;
@@ -327,12 +336,12 @@ class FileSource final : public ByteSource {
     fd_ = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK);  // see MappedFile
     if (fd_ < 0) {
       const int error = errno;
-      throw std::runtime_error("cannot open " + path + ": " + system_error_text(error));
+      throw_system_error(error, "cannot open " + path);
     }
     struct stat info {};
     if (::fstat(fd_, &info) != 0 || !S_ISREG(info.st_mode)) {
       ::close(fd_);
-      throw std::runtime_error(path + " is not a regular file");
+      throw IoError(path + " is not a regular file (a directory, device or FIFO); pass an index file");
     }
     size_ = static_cast<uint64_t>(info.st_size);
   }
@@ -348,9 +357,9 @@ class FileSource final : public ByteSource {
       if (got < 0) {
         if (errno == EINTR) continue;
         const int error = errno;
-        throw std::runtime_error("reading " + path_ + " failed: " + system_error_text(error));
+        throw_system_error(error, "reading " + path_ + " failed");
       }
-      if (got == 0) throw std::runtime_error(path_ + " ended early; it is truncated");
+      if (got == 0) throw CorruptDataError(path_ + " ended early; it is truncated");
       p += got;
       size -= static_cast<size_t>(got);
     }

@@ -13,7 +13,8 @@
 #include <string>
 #include <vector>
 
-#include "pe/detail/file_io.hpp"
+#include "common/file_io.hpp"
+#include "pe/error.hpp"
 
 namespace pe::detail::npy {
 
@@ -27,7 +28,7 @@ struct Header {
 inline Header parse_header(const uint8_t* data, size_t size, const std::string& path) {
   static const char kMagic[] = "\x93NUMPY";
   if (size < 10 || std::memcmp(data, kMagic, 6) != 0) {
-    throw std::runtime_error(path + " is not a .npy file (it does not start with \\x93NUMPY); write it with np.save");
+    throw CorruptDataError(path + " is not a .npy file (it does not start with \\x93NUMPY); write it with np.save");
   }
   const int major = data[6];
   size_t header_length = 0;
@@ -36,15 +37,15 @@ inline Header parse_header(const uint8_t* data, size_t size, const std::string& 
     header_length = static_cast<size_t>(data[8]) | (static_cast<size_t>(data[9]) << 8);
     prefix = 10;
   } else if (major == 2 || major == 3) {
-    if (size < 12) throw std::runtime_error(path + ": .npy header is truncated");
+    if (size < 12) throw CorruptDataError(path + ": .npy header is truncated");
     header_length = static_cast<size_t>(data[8]) | (static_cast<size_t>(data[9]) << 8) |
                     (static_cast<size_t>(data[10]) << 16) | (static_cast<size_t>(data[11]) << 24);
     prefix = 12;
   } else {
-    throw std::runtime_error(path + ": .npy format version " + std::to_string(major) +
-                             " is not supported (1, 2 and 3 are)");
+    throw VersionMismatchError(path + ": .npy format version " + std::to_string(major) +
+                               " is not supported (1, 2 and 3 are); save it with np.save from numpy 1.x or 2.x");
   }
-  if (header_length > size - prefix) throw std::runtime_error(path + ": .npy header is truncated");
+  if (header_length > size - prefix) throw CorruptDataError(path + ": .npy header is truncated");
   const std::string dict(reinterpret_cast<const char*>(data + prefix), header_length);
 
   Header header;
@@ -52,10 +53,10 @@ inline Header parse_header(const uint8_t* data, size_t size, const std::string& 
   auto value_after = [&](const char* key) {
     const auto at = dict.find(key);
     if (at == std::string::npos) {
-      throw std::runtime_error(path + ": .npy header has no " + std::string(key) + " entry: " + dict);
+      throw CorruptDataError(path + ": .npy header has no " + std::string(key) + " entry: " + dict);
     }
     auto position = dict.find(':', at + std::strlen(key));
-    if (position == std::string::npos) throw std::runtime_error(path + ": malformed .npy header: " + dict);
+    if (position == std::string::npos) throw CorruptDataError(path + ": malformed .npy header: " + dict);
     ++position;
     while (position < dict.size() && dict[position] == ' ') ++position;
     return position;
@@ -65,7 +66,7 @@ inline Header parse_header(const uint8_t* data, size_t size, const std::string& 
     const char quote = dict[position];
     const auto end = dict.find(quote, position + 1);
     if ((quote != '\'' && quote != '"') || end == std::string::npos) {
-      throw std::runtime_error(path + ": malformed descr in .npy header: " + dict);
+      throw CorruptDataError(path + ": malformed descr in .npy header: " + dict);
     }
     header.descr = dict.substr(position + 1, end - position - 1);
   }
@@ -77,7 +78,7 @@ inline Header parse_header(const uint8_t* data, size_t size, const std::string& 
     const auto position = value_after("'shape'");
     const auto end = dict.find(')', position);
     if (dict[position] != '(' || end == std::string::npos) {
-      throw std::runtime_error(path + ": malformed shape in .npy header: " + dict);
+      throw CorruptDataError(path + ": malformed shape in .npy header: " + dict);
     }
     const std::string inside = dict.substr(position + 1, end - position - 1);
     size_t cursor = 0;
@@ -91,7 +92,7 @@ inline Header parse_header(const uint8_t* data, size_t size, const std::string& 
       } catch (const std::logic_error&) {  // not a number, or past int64 (std::out_of_range)
         extent = -1;
       }
-      if (extent < 0 || used == 0) throw std::runtime_error(path + ": malformed shape in .npy header: " + dict);
+      if (extent < 0 || used == 0) throw CorruptDataError(path + ": malformed shape in .npy header: " + dict);
       header.shape.push_back(extent);
       cursor += used;
       while (cursor < inside.size() && inside[cursor] == 'L') ++cursor;  // Python 2 longs
@@ -112,7 +113,7 @@ inline void write_header(ByteSink& sink, const std::string& descr, const std::ve
   const size_t unpadded = 10 + dict.size() + 1;
   dict.append((64 - unpadded % 64) % 64, ' ');
   dict.push_back('\n');
-  if (dict.size() > 65535) throw std::invalid_argument(".npy header too long for shape " + shape_text(shape));
+  if (dict.size() > 65535) throw InvalidArgumentError(".npy header too long for shape " + shape_text(shape));
   const unsigned char prefix[10] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<unsigned char>(dict.size() & 0xff),
                                     static_cast<unsigned char>(dict.size() >> 8)};
   sink.write(prefix, sizeof(prefix));

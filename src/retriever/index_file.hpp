@@ -41,10 +41,31 @@
 #include <string>
 #include <vector>
 
-#include "pe/detail/file_io.hpp"
-#include "pe/detail/xxhash64.hpp"
+#include <xxhash.h>
+
+#include "common/file_io.hpp"
+#include "pe/error.hpp"
 
 namespace pe::detail::index_file {
+
+/// Streaming XXH64 (seed 0) over libxxhash's state.
+class Checksum {
+ public:
+  Checksum() : state_(XXH64_createState()) {
+    if (state_ == nullptr) throw std::bad_alloc();
+    XXH64_reset(state_, 0);
+  }
+  ~Checksum() { XXH64_freeState(state_); }
+  Checksum(const Checksum&) = delete;
+  Checksum& operator=(const Checksum&) = delete;
+  void update(const void* data, size_t size) {
+    if (size > 0) XXH64_update(state_, data, size);
+  }
+  uint64_t digest() const { return XXH64_digest(state_); }
+
+ private:
+  XXH64_state_t* state_;
+};
 
 constexpr unsigned char kMagic[8] = {0x89, 'P', 'E', 'R', '\r', '\n', 0x1a, '\n'};
 constexpr uint32_t kVersion = 1;
@@ -125,7 +146,7 @@ inline void encode(const Header& header, unsigned char out[kHeaderBytes]) {
 /// Writes the whole file to `sink`, hashing as it goes.
 inline void write(ByteSink& sink, const Contents& contents) {
   const Header header = layout(contents);
-  XXH64 hash;
+  Checksum hash;
   auto emit = [&](const void* data, size_t size) {
     hash.update(data, size);
     sink.write(data, size);
@@ -174,11 +195,11 @@ inline Loaded read(ByteSource& source, bool keep_view, const std::string& name) 
   source.read(encoded, head);
   if (head < 8 || std::memcmp(encoded, kMagic, 8) != 0) {
     const bool npy = head >= 6 && std::memcmp(encoded, "\x93NUMPY", 6) == 0;
-    throw std::runtime_error(name + " is not a perception_retrieval index (wrong magic bytes)" +
+    throw CorruptDataError(name + " is not a perception_retrieval index (wrong magic bytes)" +
                              std::string(npy ? "; it is a .npy array: use Retriever::from_npy / add_npy"
                                              : "; pass a file written by Retriever::save"));
   }
-  if (head < 16) throw std::runtime_error(name + " is truncated: only " + std::to_string(actual) + " bytes");
+  if (head < 16) throw CorruptDataError(name + " is truncated: only " + std::to_string(actual) + " bytes");
   Header header;
   uint32_t header_bytes = 0;
   auto get32 = [&](size_t at) {
@@ -194,16 +215,16 @@ inline Loaded read(ByteSource& source, bool keep_view, const std::string& name) 
   header.version = get32(8);
   header_bytes = get32(12);
   if (header.version > kVersion) {
-    throw std::runtime_error(name + " uses index format version " + std::to_string(header.version) +
+    throw VersionMismatchError(name + " uses index format version " + std::to_string(header.version) +
                              ", written by a newer perception_retrieval; this build reads versions up to " +
                              std::to_string(kVersion) + ". Upgrade perception_retrieval to load it");
   }
   if (header.version == 0 || header_bytes != kHeaderBytes) {
-    throw std::runtime_error(name + " is corrupted: invalid header (version " + std::to_string(header.version) +
+    throw CorruptDataError(name + " is corrupted: invalid header (version " + std::to_string(header.version) +
                              ", header size " + std::to_string(header_bytes) + ")");
   }
   if (head < kHeaderBytes) {
-    throw std::runtime_error(name + " is truncated: " + std::to_string(actual) + " bytes, less than the header");
+    throw CorruptDataError(name + " is truncated: " + std::to_string(actual) + " bytes, less than the header");
   }
   header.dtype = get32(16);
   header.metric = get32(20);
@@ -215,7 +236,7 @@ inline Loaded read(ByteSource& source, bool keep_view, const std::string& name) 
   header.metadata_bytes = get64(64);
   header.file_bytes = get64(72);
   if (header.file_bytes != actual) {
-    throw std::runtime_error(name + (actual < header.file_bytes ? " is truncated: " : " is corrupted: ") +
+    throw CorruptDataError(name + (actual < header.file_bytes ? " is truncated: " : " is corrupted: ") +
                              std::to_string(actual) + " bytes, but its header records " +
                              std::to_string(header.file_bytes) + " (an interrupted copy?)");
   }
@@ -240,12 +261,12 @@ inline Loaded read(ByteSource& source, bool keep_view, const std::string& name) 
     consistent = consistent && end + 8 == actual;
   }
   if (!consistent) {
-    throw std::runtime_error(name + " is corrupted: its header is inconsistent (N=" + std::to_string(header.count) +
+    throw CorruptDataError(name + " is corrupted: its header is inconsistent (N=" + std::to_string(header.count) +
                              ", D=" + std::to_string(header.dim) + ", dtype " + std::to_string(header.dtype) +
                              ", metric " + std::to_string(header.metric) + ")");
   }
 
-  XXH64 hash;
+  Checksum hash;
   hash.update(encoded, kHeaderBytes);
   Loaded loaded;
   loaded.header = header;
@@ -285,17 +306,17 @@ inline Loaded read(ByteSource& source, bool keep_view, const std::string& name) 
   uint64_t stored = 0;
   source.read(&stored, 8);
   if (stored != hash.digest()) {
-    throw std::runtime_error(name + " is corrupted: checksum mismatch (the file was modified or damaged after it "
+    throw CorruptDataError(name + " is corrupted: checksum mismatch (the file was modified or damaged after it "
                              "was written); restore it from a good copy or rebuild the index");
   }
   if (header.metadata_offset != 0) {
     if (ends[0] != 0 || ends.back() != text.size()) {
-      throw std::runtime_error(name + " is corrupted: metadata offsets do not cover the metadata text");
+      throw CorruptDataError(name + " is corrupted: metadata offsets do not cover the metadata text");
     }
     loaded.metadata.reserve(header.count);
     for (uint64_t i = 0; i < header.count; ++i) {
       if (ends[i + 1] < ends[i] || ends[i + 1] > text.size()) {
-        throw std::runtime_error(name + " is corrupted: metadata offsets decrease at row " + std::to_string(i));
+        throw CorruptDataError(name + " is corrupted: metadata offsets decrease at row " + std::to_string(i));
       }
       loaded.metadata.emplace_back(text, ends[i], ends[i + 1] - ends[i]);
     }
