@@ -3,9 +3,11 @@ library uses) when pip installs the package:
 
     pip install --no-build-isolation .
 
---no-build-isolation lets the build see the installed torch, numpy and pybind11
-(Debian's python3-* packages; there is no PyPI here). Set PE_BUILD_JOBS to limit
-parallel compile jobs and PE_CMAKE_ARGS to pass extra CMake arguments."""
+--no-build-isolation lets the build see the torch that will be imported at run
+time: the module links that LibTorch, so it must be built against it, as
+PyTorch's own C++ extensions are. Without torch, PE_BUILD_ENCODER=OFF builds a
+torch-free package (metrics, image, Retriever; no Encoder). Set PE_BUILD_JOBS
+to limit parallel compile jobs and PE_CMAKE_ARGS to pass extra CMake arguments."""
 
 import os
 import shlex
@@ -36,12 +38,19 @@ class CMakeBuild(build_ext):
             f"-DPython_EXECUTABLE={sys.executable}",
             f"-DPE_PYTHON_OUTPUT_DIR={package_dir}",
         ]
-        try:  # build against the torch this interpreter imports
-            import torch.utils
-
+        with_encoder = os.environ.get("PE_BUILD_ENCODER", "ON").upper() not in ("0", "OFF", "FALSE", "NO")
+        configure.append(f"-DPE_BUILD_ENCODER={'ON' if with_encoder else 'OFF'}")
+        if with_encoder:
+            try:  # build against the torch this interpreter imports
+                import torch.utils
+            except ImportError:
+                raise SystemExit(
+                    "perception_retrieval's encoder links the torch it will run with, but this build cannot "
+                    f"import torch ({sys.executable}). pip builds in an isolated environment without your "
+                    "torch: install torch first, then run pip install --no-build-isolation . "
+                    "(or PE_BUILD_ENCODER=OFF pip install --no-build-isolation . for the torch-free core)"
+                ) from None
             configure.append(f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}")
-        except ImportError:
-            pass  # CMake stops with the fix (apt-get install python3-torch)
         configure += shlex.split(os.environ.get("PE_CMAKE_ARGS", ""))
         jobs = os.environ.get("PE_BUILD_JOBS", str(os.cpu_count() or 1))
         subprocess.run(configure, check=True)

@@ -11,20 +11,34 @@
 // This header does not include torch: the model lives behind a pointer and is
 // compiled in src/encoder.cpp (link perception_retrieval::encoder).
 //
+// A guest in its user's process: an Encoder changes process-wide settings only
+// when asked. EncoderOptions::threads > 0 sets LibTorch's intra-op thread count
+// (process-wide; 0 leaves it as it is, and Debian's LibTorch starts at 1, so
+// ask for pe::usable_cpu_count() to use every CPU); tune_allocator asks glibc
+// (mallopt, process-wide) to keep freed memory, which the oneDNN path needs to
+// be fast (below). The command-line tools ask for both. What each costs when
+// left off is measured in docs/architecture.md.
+//
 // CPU speed (EncoderOptions::onednn, on by default): the transformer's Linear
 // layers run through oneDNN instead of the BLAS LibTorch uses for matmuls
 // (Debian's OpenBLAS runs AVX2 kernels where oneDNN uses AVX-512), with the same
 // fp32 arithmetic up to summation order. oneDNN allocates its outputs on every
 // call, and on virtual machines page faults on freshly mapped memory cost more
-// than the matmuls, so the first such Encoder also asks glibc (mallopt) to serve
-// blocks up to 256 MiB from the heap and to keep up to 1 GiB of freed heap for
-// reuse instead of returning it to the OS: a process-wide setting, like
-// OMP_WAIT_POLICY. onednn = false leaves both alone.
+// than the matmuls: with tune_allocator, glibc serves blocks up to 256 MiB from
+// the heap and keeps up to 1 GiB of freed heap for reuse instead of returning
+// it to the OS.
+//
+// Errors (pe/error.hpp): InvalidArgumentError for bad options;
+// FileNotFoundError / IoError for a missing or unreadable model file;
+// CorruptDataError for a file that is not a model from the export tool or does
+// not produce what its metadata says; UnsupportedFormatError for CUDA on a
+// LibTorch without it. Encoding rethrows the decode errors of pe/image.hpp,
+// naming the input.
 //
 // Thread safety: construction is not thread-safe with other constructions
-// (it sets LibTorch's process-wide intra-op thread count when `threads` > 0).
-// After that, every method is const and safe to call from several threads at
-// once; concurrent calls share LibTorch's intra-op thread pool.
+// when it changes process-wide settings (threads > 0, tune_allocator). After
+// that, every method is const and safe to call from several threads at once;
+// concurrent calls share LibTorch's intra-op thread pool.
 
 #include <Eigen/Core>
 
@@ -43,16 +57,22 @@ namespace pe {
 using Embeddings = Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 struct EncoderOptions {
-  std::string device = "cpu";  ///< "cpu", "cuda" or "cuda:N"
-  std::string dtype = "fp32";  ///< "fp32"; "fp16" and "bf16" on CUDA only
-  int batch_size = 16;         ///< images per forward pass
-  int threads = 0;             ///< LibTorch intra-op threads, process-wide; 0 = all cores
-  int decode_threads = 0;      ///< threads decoding and resizing; 0 = all cores
-  bool normalize = true;       ///< L2-normalise each embedding
-  /// CPU, fp32: the model's Linear layers through oneDNN, with glibc keeping
-  /// freed memory (see the note at the top). Ignored on CUDA, for models
-  /// exported before this option existed, and when LibTorch lacks oneDNN.
+  std::string device = "cpu";     ///< "cpu", "cuda" or "cuda:N"
+  std::string dtype = "float32";  ///< "float32"; "float16" and "bfloat16" on CUDA only
+  int batch_size = 16;            ///< images per forward pass
+  /// LibTorch intra-op threads, set process-wide when > 0; 0 leaves LibTorch's
+  /// current setting (pe::usable_cpu_count() = every CPU this process may use).
+  int threads = 0;
+  int decode_threads = 0;  ///< threads decoding and resizing; 0 = pe::usable_cpu_count()
+  bool normalize = true;   ///< L2-normalise each embedding
+  /// CPU, float32: the model's Linear layers through oneDNN (see the note at
+  /// the top). Ignored on CUDA, for models exported before this option
+  /// existed, and when LibTorch lacks oneDNN.
   bool onednn = true;
+  /// Tune glibc's malloc for the oneDNN path (process-wide, see the note at
+  /// the top). Off by default: a library does not change its host's allocator
+  /// unless asked.
+  bool tune_allocator = false;
   int64_t max_pixels = image::kDefaultMaxPixels;  ///< decompression-bomb guard per image
 };
 

@@ -1,52 +1,48 @@
 """perception_retrieval: image-to-image instance retrieval with PE-Core.
 
-torch is imported before the compiled core (``_core``), so both share one
-LibTorch and one OpenMP runtime. The core must have been built against the
-torch installed now: a mismatch is reported with the fix instead of a crash.
+    import perception_retrieval as pr
+    encoder = pr.Encoder("pe_core_l14_336.pt", threads=pr.usable_cpu_count())
+    retriever = pr.Retriever(1024)
+
+A guest in its user's process: importing the package changes no environment
+variable and no process-wide setting, and loads nothing heavy. The compiled core
+(and torch, which it links) loads on first use of Encoder, Retriever, image or
+metrics, torch always before the core so both share one LibTorch.
 """
 
-import os
+import importlib as _importlib
 
-# LibTorch's OpenMP threads and OpenBLAS's threads take turns on the same cores;
-# spinning idle threads steal them from each other (measured here: the L14
-# forward reaches 58% of sgemm with libgomp's default, 74% with PASSIVE).
-# libgomp reads this when torch loads, so it only helps when perception_retrieval
-# is imported first; a value the user set is kept.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+from . import errors
+from ._build_info import VERSION as __version__
+from .errors import (CancelledError, CorruptFileError, Error, FileNotFoundError, InvalidArgumentError, IoError,
+                     UnsupportedFormatError, VersionMismatchError)
 
-import torch  # noqa: E402,F401  (must precede _core; see above)
+# Names resolved on first access (PEP 562), each from the module that defines it.
+_ATTRIBUTES = {
+    "Encoder": "encoder",
+    "EncodeResult": "encoder",
+    "Retriever": "_native",
+    "usable_cpu_count": "_native",
+    "cpu_features": "_native",
+}
+_SUBMODULES = {"cache", "checkpoints", "cli", "datasets", "encoder", "evaluation", "export", "html_report", "image",
+               "metrics", "pe_core", "safetensors", "synthetic"}
 
-try:
-    from . import _build_info
-except ImportError as error:  # pragma: no cover - only in an unbuilt source tree
-    raise ImportError(
-        "perception_retrieval is not built: install it from the source tree with "
-        "pip install --no-build-isolation ."
-    ) from error
+__all__ = ["__version__", "Encoder", "EncodeResult", "Retriever", "usable_cpu_count", "cpu_features", "errors",
+           "Error", "InvalidArgumentError", "FileNotFoundError", "IoError", "CorruptFileError",
+           "UnsupportedFormatError", "VersionMismatchError", "CancelledError", *sorted(_SUBMODULES)]
 
-if _build_info.TORCH_VERSION != torch.__version__:
-    raise ImportError(
-        f"perception_retrieval {_build_info.VERSION} was built against torch {_build_info.TORCH_VERSION}, "
-        f"but torch {torch.__version__} is installed ({torch.__file__}). Rebuild it against "
-        "this torch from the source tree: pip install --no-build-isolation --force-reinstall ."
-    )
 
-try:
-    from . import _core
-except ImportError as error:  # pragma: no cover - depends on the install
-    raise ImportError(
-        f"perception_retrieval's compiled module could not be loaded ({error}). "
-        "Rebuild it from the source tree: pip install --no-build-isolation --force-reinstall ."
-    ) from error
+def __getattr__(name):
+    if name in _ATTRIBUTES:
+        value = getattr(_importlib.import_module("." + _ATTRIBUTES[name], __name__), name)
+    elif name in _SUBMODULES:
+        value = _importlib.import_module("." + name, __name__)
+    else:
+        raise AttributeError(f"module 'perception_retrieval' has no attribute {name!r}")
+    globals()[name] = value
+    return value
 
-__version__ = _core.__version__
 
-from . import errors, image, metrics  # noqa: E402
-from ._core import Retriever  # noqa: E402
-from .encoder import Encoder  # noqa: E402
-from .errors import (CancelledError, CorruptFileError, Error, FileNotFoundError, InvalidArgumentError,  # noqa: E402
-                     IoError, UnsupportedFormatError, VersionMismatchError)
-
-__all__ = ["__version__", "Encoder", "Retriever", "image", "metrics", "errors", "Error", "InvalidArgumentError",
-           "FileNotFoundError", "IoError", "CorruptFileError", "UnsupportedFormatError", "VersionMismatchError",
-           "CancelledError"]
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -121,9 +121,14 @@ def model_digest(model_path: str, cache_dir: Optional[str] = None) -> str:
     return digest
 
 
-def model_key(model_sha256: str, dtype: str = "fp32", normalize: bool = True) -> str:
+# Folder names keep the short dtype spellings they were created with, so caches
+# made before the dtype names became numpy's stay valid.
+_DTYPE_TOKENS = {"float32": "fp32", "float16": "fp16", "bfloat16": "bf16"}
+
+
+def model_key(model_sha256: str, dtype: str = "float32", normalize: bool = True) -> str:
     """The cache folder name for a model and the settings that change its output."""
-    return f"{model_sha256[:20]}-{dtype}" + ("" if normalize else "-raw")
+    return f"{model_sha256[:20]}-{_DTYPE_TOKENS.get(dtype, dtype)}" + ("" if normalize else "-raw")
 
 
 def image_key(content_hash: str, crop: Optional[Tuple[int, int, int, int]]) -> str:

@@ -31,11 +31,16 @@ def _add_model_options(parser: argparse.ArgumentParser, model_required: bool = T
     parser.add_argument("--model", required=model_required, metavar="M.pt",
                         help="TorchScript model made by perception-retrieval-export")
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
-    parser.add_argument("--dtype", default="fp32", choices=("fp32", "fp16", "bf16"),
-                        help="fp16/bf16 on CUDA only (default fp32)")
-    parser.add_argument("--batch-size", type=int, default=8, help="images per forward pass (default 8)")
-    parser.add_argument("--threads", type=int, default=0, help="compute threads (default 0 = all cores)")
-    parser.add_argument("--decode-threads", type=int, default=0, help="image decoding threads (default 0 = all cores)")
+    from .encoder import DEFAULTS
+
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"),
+                        help="float16/bfloat16 on CUDA only (default float32)")
+    parser.add_argument("--batch-size", type=int, default=DEFAULTS["batch_size"],
+                        help=f"images per forward pass (default {DEFAULTS['batch_size']})")
+    parser.add_argument("--threads", type=int, default=0,
+                        help="compute threads (default 0 = every CPU this process may use)")
+    parser.add_argument("--decode-threads", type=int, default=0,
+                        help="image decoding threads (default 0 = every CPU this process may use)")
     cache = parser.add_mutually_exclusive_group()
     cache.add_argument("--cache", metavar="DIR", default=None,
                        help="embedding cache folder (default $XDG_CACHE_HOME/perception_retrieval)")
@@ -48,8 +53,14 @@ def _evaluation(args, model_path: str, **extra):
     from . import cache, evaluation
 
     cache_dir = None if args.no_cache else (args.cache or cache.default_cache_dir())
+    from ._native import usable_cpu_count
+
+    # A command-line run owns its process, so it opts in to the process-wide
+    # settings a library leaves alone: every CPU for LibTorch, and the
+    # allocator tuning the oneDNN path needs (include/pe/encoder.hpp).
     return evaluation.Evaluation(model_path, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                                 threads=args.threads, decode_threads=args.decode_threads, cache_dir=cache_dir,
+                                 threads=args.threads or usable_cpu_count(), decode_threads=args.decode_threads,
+                                 tune_allocator=True, cache_dir=cache_dir,
                                  on_error=args.on_error, **extra)
 
 
@@ -163,7 +174,7 @@ def _gallery(args, run):
 
 
 def run_search(args: argparse.Namespace) -> int:
-    from ._core import Retriever
+    from ._native import Retriever
 
     run = _evaluation(args, args.model)
     embeddings, paths, labels = _gallery(args, run)
@@ -237,7 +248,18 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _claim_process() -> None:
+    """Settings that only a program owning its process may choose, made before
+    torch loads (libgomp reads OMP_WAIT_POLICY once, when it is loaded): idle
+    OpenMP threads sleep instead of spinning, so LibTorch's OpenMP pool and
+    OpenBLAS's threads do not steal the cores from each other (docs/architecture.md
+    has the measurement). A value the user set is kept."""
+    if "torch" not in sys.modules:
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
 def main(argv=None) -> int:
+    _claim_process()
     args = build_parser().parse_args(argv)
     for option in ("batch_size", "k", "chunk_size", "instances", "views"):
         value = getattr(args, option, None)

@@ -13,12 +13,15 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Callable, List, Optional, Sequence, Tuple
+from typing import Callable, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import _core
-from .image import DEFAULT_MAX_PIXELS
+from . import _native
+from ._native import _core
+from .image import DEFAULT_MAX_PIXELS, _integer
+
+__all__ = ["Encoder", "EncodeResult", "DEFAULTS"]
 
 
 class _ProgressBar:
@@ -41,37 +44,68 @@ class _ProgressBar:
         self.stream.flush()
 
 
+class EncodeResult(NamedTuple):
+    """What ``Encoder.encode(..., on_error="skip")`` returns; unpacks as a
+    3-tuple too: ``embeddings, rows, failures = encoder.encode(..., on_error="skip")``."""
+
+    embeddings: np.ndarray       #: K x D float32, the inputs that worked, in input order
+    rows: np.ndarray             #: K int64: rows[i] is the input index of embeddings row i
+    failures: List[Tuple[int, str]]  #: (input index, reason naming the input), in input order
+
+
+# pe::EncoderOptions' defaults, defined once in C++ (include/pe/encoder.hpp).
+DEFAULTS = _core.encoder_defaults() if _native.HAS_ENCODER else {
+    "device": "cpu", "dtype": "float32", "batch_size": 16, "threads": 0, "decode_threads": 0, "normalize": True,
+    "onednn": True, "tune_allocator": False, "max_pixels": DEFAULT_MAX_PIXELS}
+
+
 class Encoder:
     """A TorchScript PE-Core model from the export tool, with its preprocessing.
 
     model_path:     a .pt file from ``python -m perception_retrieval.export``
-    device:         "cpu", "cuda" or "cuda:N"; dtype: "fp32" ("fp16"/"bf16" on CUDA)
+    device:         "cpu", "cuda" or "cuda:N"
+    dtype:          "float32"; "float16" or "bfloat16" on CUDA (numpy and torch dtypes work too)
     batch_size:     images per forward pass
-    threads:        LibTorch intra-op threads for the whole process (0 = all cores)
-    decode_threads: threads decoding and resizing images (0 = all cores)
+    threads:        LibTorch intra-op threads, set for the whole process when > 0; 0 (default)
+                    leaves LibTorch's setting alone. Debian's torch starts with 1 thread: pass
+                    ``perception_retrieval.usable_cpu_count()`` to use every CPU
+    decode_threads: threads decoding and resizing images (0 = every usable CPU)
     normalize:      L2-normalise each embedding (default True)
     max_pixels:     images with more pixels are rejected (PIL's bomb limit by default)
-    onednn:         on CPU in fp32, run the Linear layers through oneDNN (AVX-512 where the
-                    BLAS has only AVX2; same fp32 math up to summation order). It also makes
-                    glibc keep freed memory for reuse, process-wide (include/pe/encoder.hpp)
+    onednn:         on CPU in float32, run the Linear layers through oneDNN (AVX-512 where the
+                    BLAS has only AVX2; same fp32 math up to summation order)
+    tune_allocator: let glibc keep freed memory for reuse (process-wide), which the oneDNN
+                    path needs to be fast; off by default (include/pe/encoder.hpp)
     """
 
-    def __init__(self, model_path, device: str = "cpu", batch_size: int = 16, threads: int = 0,
-                 decode_threads: int = 0, normalize: bool = True, dtype: str = "fp32",
-                 max_pixels: int = DEFAULT_MAX_PIXELS, onednn: bool = True):
+    def __init__(self, model_path, device: str = DEFAULTS["device"], batch_size: int = DEFAULTS["batch_size"],
+                 threads: int = DEFAULTS["threads"], decode_threads: int = DEFAULTS["decode_threads"],
+                 normalize: bool = DEFAULTS["normalize"], dtype="float32", max_pixels: int = DEFAULTS["max_pixels"],
+                 onednn: bool = DEFAULTS["onednn"], tune_allocator: bool = DEFAULTS["tune_allocator"]):
+        if not _native.HAS_ENCODER:
+            raise ImportError("this perception_retrieval was built without the encoder (PE_BUILD_ENCODER=OFF); "
+                              "install torch, then reinstall from the source tree: pip install "
+                              "--no-build-isolation .")
+        if not isinstance(model_path, (str, os.PathLike)):
+            raise TypeError(f"model_path must be a path (str or os.PathLike) to a model from "
+                            f"perception-retrieval-export, got {type(model_path).__name__}")
         self.model_path = os.fspath(model_path)
-        self._encoder = _core.Encoder(self.model_path, device, dtype, int(batch_size), int(threads),
-                                      int(decode_threads), bool(normalize), int(max_pixels), bool(onednn))
+        self._encoder = _core.Encoder(self.model_path, device, dtype, _integer(batch_size, "batch_size"),
+                                      _integer(threads, "threads"), _integer(decode_threads, "decode_threads"),
+                                      bool(normalize), _integer(max_pixels, "max_pixels"), bool(onednn),
+                                      bool(tune_allocator))
 
     def encode(self, inputs: Sequence, on_error: str = "raise",
                progress: Optional[Callable[[int, int], None]] = None):
         """Embeds images, one row per input, in input order.
 
         on_error="raise": returns an N x D float32 array; the first input that
-        cannot be read raises RuntimeError naming it.
-        on_error="skip": returns (embeddings, rows, failures): embeddings of the
-        inputs that worked, rows[i] = the input index of embeddings row i, and
-        failures = [(input index, reason), ...].
+        cannot be read raises the perception_retrieval.Error subclass of its
+        problem (FileNotFoundError, CorruptFileError, UnsupportedFormatError),
+        naming it.
+        on_error="skip": returns an EncodeResult(embeddings, rows, failures):
+        embeddings of the inputs that worked, rows[i] = the input index of
+        embeddings row i, and failures = [(input index, reason), ...].
         progress: called as progress(done, total) after each batch; by default a
         progress bar is drawn when stderr is a terminal.
         """
@@ -88,7 +122,8 @@ class Encoder:
         inputs = list(inputs)
         if progress is None and sys.stderr.isatty() and len(inputs) > self._encoder.batch_size:
             progress = _ProgressBar()
-        return self._encoder.encode(inputs, on_error, progress)
+        result = self._encoder.encode(inputs, on_error, progress)
+        return EncodeResult(*result) if on_error == "skip" else result
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
         """The 3 x S x S float32 model input for H x W x 3 uint8 RGB pixels,
@@ -106,6 +141,11 @@ class Encoder:
     def uses_onednn(self) -> bool:
         """Whether the forward runs its Linear layers through oneDNN (see ``onednn``)."""
         return self._encoder.uses_onednn
+
+    @property
+    def dtype(self) -> str:
+        """The compute dtype, in the library's names: "float32", "float16" or "bfloat16"."""
+        return self._encoder.dtype
 
     @property
     def image_size(self) -> int:

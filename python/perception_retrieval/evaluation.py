@@ -27,9 +27,9 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from . import __version__, cache as embedding_cache, errors, image, metrics
-from ._core import Retriever
+from ._native import Retriever
 from .datasets import Dataset, ImageRef, check_unique_names
-from .encoder import Encoder
+from .encoder import DEFAULTS as ENCODER_DEFAULTS, Encoder
 
 CURVE_DEPTH = 10          # P@k / R@k curves for k = 1..10, and the depth of every ranking
 SAMPLE_RESULTS = 5        # results shown per sample query in the HTML report
@@ -96,11 +96,14 @@ class Evaluation:
                 most one chunk.
     on_error:   "raise" stops at the first unreadable image (naming it);
                 "skip" leaves such images out and reports them.
-    threads:    LibTorch, search and scoring threads (0 = all cores).
+    threads:    search and scoring threads (0 = every usable CPU); when > 0 also LibTorch's
+                intra-op threads, process-wide (0 leaves LibTorch's setting alone)
+    tune_allocator: see Encoder (process-wide; the command line turns it on)
     """
 
-    def __init__(self, model_path: str, *, device: str = "cpu", dtype: str = "fp32", batch_size: int = 16,
-                 threads: int = 0, decode_threads: int = 0, cache_dir: Optional[str] = None,
+    def __init__(self, model_path: str, *, device: str = "cpu", dtype: str = "float32",
+                 batch_size: int = ENCODER_DEFAULTS["batch_size"], threads: int = 0, decode_threads: int = 0,
+                 tune_allocator: bool = False, cache_dir: Optional[str] = None,
                  chunk_size: int = 256, on_error: str = "raise", ap_normalizer: str = "min_r_k",
                  samples: int = 8, log: Log = _stderr):
         if on_error not in ("raise", "skip"):
@@ -115,7 +118,7 @@ class Evaluation:
         self.ap_normalizer, self.samples, self.log = ap_normalizer, samples, log
         self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else None
         self.encoder = Encoder(self.model_path, device=device, batch_size=batch_size, threads=threads,
-                               decode_threads=decode_threads, dtype=dtype)
+                               decode_threads=decode_threads, dtype=dtype, tune_allocator=tune_allocator)
         self.metadata = self.encoder.metadata
         started = time.perf_counter()
         memo_dir = self.cache_dir or None
@@ -127,7 +130,7 @@ class Evaluation:
             self.model_sha256 = embedding_cache.file_sha256(self.model_path)
             self.cache = None
         self.hash_seconds = time.perf_counter() - started
-        self.device, self.dtype = device, dtype
+        self.device, self.dtype = device, self.encoder.dtype
 
     @property
     def random_weights(self) -> bool:

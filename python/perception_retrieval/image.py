@@ -16,7 +16,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from . import _core
+from ._native import _core
 
 DEFAULT_MAX_PIXELS = _core.image.DEFAULT_MAX_PIXELS
 PE_MEAN = (0.5, 0.5, 0.5)

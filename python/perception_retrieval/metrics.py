@@ -16,7 +16,7 @@ from typing import Iterable, Mapping, Sequence, Union
 
 import numpy as np
 
-from . import _core
+from ._native import _core
 
 AP_NORMALIZERS = ("min_r_k", "r", "hits")
 LEADERBOARD_COLUMNS = ("P@1", "P@5", "R@1", "R@5", "mAP@10")

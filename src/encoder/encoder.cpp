@@ -76,13 +76,16 @@ torch::Device parse_device(const std::string& device) {
   invalid("device \"" + device + "\" is not cpu, cuda or cuda:N");
 }
 
+// The library's dtype names are numpy's (float32, float16, bfloat16), as for
+// pe::Retriever; fp32 / fp16 / bf16 are accepted too.
 torch::ScalarType parse_dtype(const std::string& dtype, const torch::Device& device) {
-  if (dtype == "fp32") return torch::kFloat32;
-  if (dtype == "fp16" || dtype == "bf16") {
-    if (!device.is_cuda()) invalid("dtype \"" + dtype + "\" needs a CUDA device; on the CPU use fp32");
-    return dtype == "fp16" ? torch::kFloat16 : torch::kBFloat16;
+  if (dtype == "float32" || dtype == "fp32") return torch::kFloat32;
+  const bool half = dtype == "float16" || dtype == "fp16";
+  if (half || dtype == "bfloat16" || dtype == "bf16") {
+    if (!device.is_cuda()) invalid("dtype \"" + dtype + "\" needs a CUDA device; on the CPU use float32");
+    return half ? torch::kFloat16 : torch::kBFloat16;
   }
-  invalid("dtype \"" + dtype + "\" is not fp32, fp16 or bf16");
+  invalid("dtype \"" + dtype + "\" is not float32, float16 or bfloat16");
 }
 
 ModelInfo parse_metadata(const std::string& path, const std::string& text) {
@@ -158,7 +161,10 @@ bool enable_onednn_linears(torch::jit::Module& module) {
 
 void check_options(const EncoderOptions& options) {
   if (options.batch_size <= 0) invalid("batch_size must be >= 1, got " + std::to_string(options.batch_size));
-  if (options.threads < 0) invalid("threads must be >= 0 (0 = all cores), got " + std::to_string(options.threads));
+  if (options.threads < 0) {
+    invalid("threads must be >= 0 (0 = leave LibTorch's setting; pe::usable_cpu_count() for every CPU), got " +
+            std::to_string(options.threads));
+  }
   if (options.decode_threads < 0) {
     invalid("decode_threads must be >= 0 (0 = all cores), got " + std::to_string(options.decode_threads));
   }
@@ -199,6 +205,7 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
   auto model = std::make_unique<Model>();
   model->device = parse_device(options_.device);
   model->dtype = parse_dtype(options_.dtype, model->device);
+  options_.dtype = model->dtype == torch::kFloat32 ? "float32" : model->dtype == torch::kFloat16 ? "float16" : "bfloat16";
   std::error_code error;
   const auto status = std::filesystem::status(model_path, error);
   if (!std::filesystem::exists(status)) {
@@ -220,13 +227,10 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
   if (model->dtype != torch::kFloat32) model->module.to(model->dtype);
   if (options_.onednn && model->device.is_cpu() && model->dtype == torch::kFloat32 && at::hasMKLDNN()) {
     model->onednn = enable_onednn_linears(model->module);
-    if (model->onednn) keep_freed_memory();
   }
-  if (options_.threads > 0) {
-    torch::set_num_threads(options_.threads);
-  } else {
-    torch::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-  }
+  // Process-wide settings change only when the caller asked (see encoder.hpp).
+  if (options_.tune_allocator) keep_freed_memory();
+  if (options_.threads > 0) torch::set_num_threads(options_.threads);
   // Probe: a model of the wrong shape fails here, not in the middle of a dataset.
   const int64_t size = info_.image_size;
   std::vector<float> probe(static_cast<size_t>(3 * size * size), 0.0f);

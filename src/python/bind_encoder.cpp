@@ -134,24 +134,41 @@ py::object encode(const Encoder& encoder, const py::sequence& inputs, const std:
 }  // namespace
 
 void bind_encoder(py::module_& module) {
+  // EncoderOptions' defaults, so the Python layer defines none of its own.
+  module.def("encoder_defaults", [] {
+    const EncoderOptions defaults;
+    py::dict out;
+    out["device"] = defaults.device;
+    out["dtype"] = defaults.dtype;
+    out["batch_size"] = defaults.batch_size;
+    out["threads"] = defaults.threads;
+    out["decode_threads"] = defaults.decode_threads;
+    out["normalize"] = defaults.normalize;
+    out["onednn"] = defaults.onednn;
+    out["tune_allocator"] = defaults.tune_allocator;
+    out["max_pixels"] = defaults.max_pixels;
+    return out;
+  });
   py::class_<Encoder>(module, "Encoder", "pe::Encoder (see include/pe/encoder.hpp)")
-      .def(py::init([](const std::string& model_path, const std::string& device, const std::string& dtype,
+      .def(py::init([](const std::string& model_path, const std::string& device, const py::handle& dtype,
                        int batch_size, int threads, int decode_threads, bool normalize, int64_t max_pixels,
-                       bool onednn) {
+                       bool onednn, bool tune_allocator) {
              EncoderOptions options;
              options.device = device;
-             options.dtype = dtype;
+             options.dtype = dtype_name(dtype, "dtype");
              options.batch_size = batch_size;
              options.threads = threads;
              options.decode_threads = decode_threads;
              options.normalize = normalize;
              options.max_pixels = max_pixels;
              options.onednn = onednn;
+             options.tune_allocator = tune_allocator;
              py::gil_scoped_release release;
              return std::make_unique<Encoder>(model_path, options);
            }),
            py::arg("model_path"), py::arg("device"), py::arg("dtype"), py::arg("batch_size"), py::arg("threads"),
-           py::arg("decode_threads"), py::arg("normalize"), py::arg("max_pixels"), py::arg("onednn") = true)
+           py::arg("decode_threads"), py::arg("normalize"), py::arg("max_pixels"), py::arg("onednn") = true,
+           py::arg("tune_allocator") = false)
       .def("encode", &encode, py::arg("inputs"), py::arg("on_error"), py::arg("progress"))
       .def(
           "preprocess",
@@ -176,7 +193,8 @@ void bind_encoder(py::module_& module) {
       .def_property_readonly("std", [](const Encoder& e) { return e.info().normalization.std; })
       .def_property_readonly("device", [](const Encoder& e) { return e.options().device; })
       .def_property_readonly("batch_size", [](const Encoder& e) { return e.options().batch_size; })
-      .def_property_readonly("uses_onednn", &Encoder::uses_onednn);
+      .def_property_readonly("uses_onednn", &Encoder::uses_onednn)
+      .def_property_readonly("dtype", [](const Encoder& encoder) { return encoder.options().dtype; });
 }
 
 }  // namespace pe::python

@@ -25,24 +25,11 @@ namespace {
 using FloatArray = py::array_t<float, py::array::c_style>;
 using IdArray = py::array_t<int64_t, py::array::c_style>;
 
-// A numpy array check with the conversion spelled out for the common
-// non-array inputs (lists, torch tensors).
+// Real-valued array-likes are converted to float32 / int64 at the boundary
+// (no copy when they already are C-contiguous float32 / int64).
 template <class T>
 py::array_t<T, py::array::c_style> require(const py::handle& object, const char* argument, int ndim) {
-  if (!py::isinstance<py::array>(object)) {
-    const std::string type = py::str(py::type::of(object).attr("__name__"));
-    const std::string dtype = std::is_same<T, float>::value ? "np.float32" : "np.int64";
-    throw py::type_error(std::string(argument) + " must be a numpy array, got " + type + "; convert it with " +
-                         (type == "Tensor" ? std::string(argument) + ".detach().cpu().numpy()"
-                                           : "np.ascontiguousarray(" + std::string(argument) + ", dtype=" + dtype + ")"));
-  }
-  const auto array = py::reinterpret_borrow<py::array>(object);
-  if (ndim == 2 && array.ndim() == 1) {
-    throw py::value_error(std::string(argument) + " must be 2-D (rows, dim), got 1-D with shape (" +
-                          std::to_string(array.shape(0)) + ",); for a single vector pass " + argument +
-                          "[None, :]");
-  }
-  return require_array<T>(object, argument, ndim);
+  return convert_array<T>(object, argument, ndim);
 }
 
 void check_dim(const FloatArray& array, const char* argument, int64_t dim) {
@@ -185,8 +172,8 @@ are used without a copy. search() returns (scores float32 (Q, k), ids int64 (Q, 
 best first, ties by insertion order, padded with -inf / -1 when fewer than k
 rows qualify. Concurrent searches are safe (the GIL is released); add/remove
 wait for running searches.)doc");
-  cls.def(py::init([](int64_t dim, const std::string& metric, const std::string& dtype) {
-            return Retriever(dim, parse_metric(metric), parse_storage(dtype));
+  cls.def(py::init([](int64_t dim, const std::string& metric, const py::handle& dtype) {
+            return Retriever(dim, parse_metric(metric), parse_storage(dtype_name(dtype, "dtype")));
           }),
           py::arg("dim"), py::arg("metric") = "cosine", py::arg("dtype") = "float32")
       .def("add", &add, py::arg("vectors"), py::arg("ids"), py::arg("metadata") = py::none(),
@@ -291,11 +278,11 @@ wait for running searches.)doc");
       .def_static(
           "from_npy",
           [](const py::handle& vectors_path, const py::handle& ids_path, const std::string& metric,
-             const std::string& dtype) {
+             const py::handle& dtype) {
             const std::string vectors = fspath(vectors_path, "vectors_path");
             const std::string ids = fspath(ids_path, "ids_path");
             const Metric parsed_metric = parse_metric(metric);
-            const Storage parsed_dtype = parse_storage(dtype);
+            const Storage parsed_dtype = parse_storage(dtype_name(dtype, "dtype"));
             py::gil_scoped_release release;
             return Retriever::from_npy(vectors, ids, parsed_metric, parsed_dtype);
           },

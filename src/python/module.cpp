@@ -3,6 +3,7 @@
 
 #include <pybind11/pybind11.h>
 
+#include "pe/cpu.hpp"
 #include "pe/error.hpp"
 #include "pe/version.hpp"
 
@@ -60,6 +61,10 @@ PYBIND11_MODULE(_core, module) {
   // compares it with the torch that is imported.
   module.attr("__torch_version__") = PE_TORCH_VERSION;
   py::register_exception_translator(pe::python::translate_errors);
+  module.def("usable_cpu_count", &pe::usable_cpu_count,
+             "CPUs this process may use: its affinity mask, capped by its cgroup CPU quota (containers). "
+             "What a thread count of 0 means everywhere in the library.");
+  module.def("cpu_features", &pe::cpu_features, "The CPU's SIMD extensions the kernels can use, e.g. 'x86-64 avx2 fma'.");
   pe::python::bind_metrics(module);
   pe::python::bind_image(module);
   pe::python::bind_retriever(module);

@@ -1,7 +1,7 @@
-"""Every public binding fed what it must refuse: float64, float16, big-endian,
-non-contiguous, Fortran-ordered, 0-D/1-D/3-D, empty, NaN and Inf arrays, wrong
-integer dtypes, strided buffer views, and plain wrong types (None, str, dict,
-list, float for int). Each must raise ValueError, TypeError or a perception_retrieval.Error
+"""Every public binding fed what it must refuse: booleans, complex numbers,
+0-D/1-D/3-D, empty, NaN and Inf arrays, float or out-of-range ids, strided
+buffer views, and plain wrong types (None, str, dict, float for int); and fed
+the real-valued array-likes it must convert (other dtypes, layouts, lists). Each must raise ValueError, TypeError or a perception_retrieval.Error
 whose message names the argument; a refused call must change nothing."""
 
 import os
@@ -30,18 +30,15 @@ def context(tmp_path_factory):
 
 
 def float_arrays(argument):
-    """Arrays a float32 (n, DIM) argument must refuse, with the error expected."""
+    """Arrays a float32 (n, DIM) argument must refuse, with the error expected.
+    (Other real dtypes, layouts and lists are converted: test_converted_inputs.)"""
     ones = np.ones((2, DIM), np.float32)
     nan, inf = ones.copy(), ones.copy()
     nan[1, 2] = np.nan
     inf[0, 3] = -np.inf
     return {
-        "float64": (ones.astype(np.float64), TypeError, f"{argument} must have dtype float32"),
-        "float16": (ones.astype(np.float16), TypeError, f"{argument} must have dtype float32"),
-        "int64": (ones.astype(np.int64), TypeError, f"{argument} must have dtype float32"),
-        "big-endian": (ones.astype(">f4"), TypeError, f"{argument} must have dtype float32"),
-        "non-contiguous": (np.ones((2, 2 * DIM), np.float32)[:, ::2], ValueError, f"{argument} must be C-contiguous"),
-        "fortran": (np.asfortranarray(np.ones((3, DIM), np.float32)), ValueError, f"{argument} must be C-contiguous"),
+        "bool": (ones.astype(bool), TypeError, f"{argument} must hold real numbers, got dtype bool"),
+        "complex": (ones.astype(np.complex64), TypeError, f"{argument} must hold real numbers"),
         "0-D": (np.array(1.0, np.float32), ValueError, f"{argument} must be 2-D"),
         "1-D": (np.ones(DIM, np.float32), ValueError, f"{argument} must be 2-D"),
         "3-D": (np.ones((1, 2, DIM), np.float32), ValueError, f"{argument} must be 2-D"),
@@ -49,24 +46,22 @@ def float_arrays(argument):
         "wrong dim": (np.ones((2, DIM + 1), np.float32), ValueError, f"{argument} has {DIM + 1} columns"),
         "NaN": (nan, ValueError, f"{argument}[1, 2] is NaN"),
         "Inf": (inf, ValueError, f"{argument}[0, 3] is Inf"),
-        "None": (None, TypeError, f"{argument} must be a numpy array"),
-        "str": ("1 2 3 4", TypeError, f"{argument} must be a numpy array"),
-        "dict": ({"a": 1}, TypeError, f"{argument} must be a numpy array"),
-        "list": ([[1.0] * DIM] * 2, TypeError, f"{argument} must be a numpy array"),
+        "None": (None, TypeError, f"{argument} must hold real numbers, got dtype object"),
+        "str": ("1 2 3 4", TypeError, f"{argument} must hold real numbers"),
+        "dict": ({"a": 1}, TypeError, f"{argument} must hold real numbers"),
+        "ragged list": ([[1.0] * DIM, [1.0]], TypeError, f"{argument} must"),
     }
 
 
 def id_arrays(argument):
     return {
-        "int32": (np.arange(2, dtype=np.int32), TypeError, f"{argument} must have dtype int64"),
-        "uint64": (np.arange(2, dtype=np.uint64), TypeError, f"{argument} must have dtype int64"),
-        "float64": (np.arange(2.0), TypeError, f"{argument} must have dtype int64"),
-        "non-contiguous": (np.arange(4, dtype=np.int64)[::2], ValueError, f"{argument} must be C-contiguous"),
+        "float64": (np.arange(2.0), TypeError, f"{argument} must hold integers, got dtype float64"),
+        "bool": (np.array([True, False]), TypeError, f"{argument} must hold integers"),
+        "past int64": (np.array([1, 2**63], np.uint64), ValueError, f"{argument} holds 9223372036854775808"),
         "2-D": (np.arange(2, dtype=np.int64)[None], ValueError, f"{argument} must be 1-D"),
-        "None": (None, TypeError, f"{argument} must be a numpy array"),
-        "str": ("12", TypeError, f"{argument} must be a numpy array"),
-        "dict": ({1: 2}, TypeError, f"{argument} must be a numpy array"),
-        "list": ([5, 6], TypeError, f"{argument} must be a numpy array"),
+        "None": (None, TypeError, f"{argument} must hold integers"),
+        "str": ("12", TypeError, f"{argument} must hold integers"),
+        "dict": ({1: 2}, TypeError, f"{argument} must hold integers"),
     }
 
 
@@ -307,3 +302,35 @@ def test_contiguous_views_and_generators_are_accepted(context):
     one_by_one = encoder.encode(item for item in [data, memoryview(data), pixels])
     np.testing.assert_allclose(together, one_by_one, atol=1e-6)
     np.testing.assert_allclose(together[0], together[1], atol=1e-6)
+
+
+def test_converted_inputs_give_the_float32_results():
+    # Any real-valued array-like is converted at the boundary; the results are
+    # those of the float32 / int64 C-contiguous arrays it stands for.
+    rng = np.random.default_rng(3)
+    vectors = rng.standard_normal((12, DIM)).astype(np.float32)
+    queries = vectors[:5] + np.float32(0.01)
+    reference = pr.Retriever(DIM)
+    reference.add(vectors, np.arange(12, dtype=np.int64))
+    expected = reference.search(queries, 4)
+    forms = {
+        "float64": (vectors.astype(np.float64), queries.astype(np.float64), np.arange(12)),
+        "big-endian, int32 ids": (vectors.astype(">f4"), queries.astype(">f4"), np.arange(12, dtype=np.int32)),
+        "Fortran, uint8 ids": (np.asfortranarray(vectors), np.asfortranarray(queries), np.arange(12, dtype=np.uint8)),
+        "strided": (np.repeat(vectors, 2, axis=1)[:, ::2], np.repeat(queries, 2, axis=1)[:, ::2],
+                    np.arange(24, dtype=np.int64)[::2] // 2),
+        "lists": (vectors.tolist(), queries.tolist(), list(range(12))),
+    }
+    for name, (gallery, query, ids) in forms.items():
+        retriever = pr.Retriever(DIM)
+        retriever.add(gallery, ids)
+        scores, found = retriever.search(query, 4)
+        np.testing.assert_array_equal(found, expected[1], err_msg=name)
+        np.testing.assert_array_equal(scores, expected[0], err_msg=name)
+    # float16 and integer vectors are exact in float32, so they convert exactly too.
+    small = np.arange(2 * DIM, dtype=np.int16).reshape(2, DIM) + 1
+    as_float = pr.Retriever(DIM, metric="ip")
+    as_float.add(small.astype(np.float32), np.array([1, 2]))
+    as_int = pr.Retriever(DIM, metric="ip")
+    as_int.add(small, np.array([1, 2]))
+    np.testing.assert_array_equal(as_int.vectors(), as_float.vectors())

@@ -4,6 +4,9 @@ then the nn.Module from perception_retrieval.pe_core."""
 
 import io
 import json
+import subprocess
+import sys
+import textwrap
 import threading
 
 import numpy as np
@@ -232,3 +235,50 @@ def test_full_l14_336_random_weights_matches_eager(tmp_path):
     with torch.no_grad():
         reference = torch.nn.functional.normalize(eager(torch.from_numpy(pr.image.preprocess(pixels))[None]), dim=1)
     assert float((ours * reference.numpy()).sum()) >= 0.9999
+
+
+def test_process_wide_settings_change_only_when_asked(tiny):
+    # In a fresh process: an Encoder leaves LibTorch's thread count alone unless
+    # given a count; the CPU count it would use is the process's, not the machine's.
+    path, _ = tiny
+    code = textwrap.dedent(f"""
+        import os, torch
+        import perception_retrieval as pr
+        torch.set_num_threads(1)
+        pr.Encoder({str(path)!r}).encode([b"P5 2 2 255 abcd"])
+        print(torch.get_num_threads())
+        pr.Encoder({str(path)!r}, threads=2)
+        print(torch.get_num_threads(), pr.usable_cpu_count() == len(os.sched_getaffinity(0)))
+    """)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["1", "2", "True"]
+    # Pinned to one CPU, "every usable CPU" is one.
+    pinned = subprocess.run(["taskset", "-c", "0", sys.executable, "-c",
+                             "import perception_retrieval as pr; print(pr.usable_cpu_count())"],
+                            capture_output=True, text=True, timeout=300)
+    assert pinned.returncode == 0, pinned.stderr
+    assert pinned.stdout.strip() == "1"
+
+
+def test_dtype_names_are_one_vocabulary(tiny):
+    path, _ = tiny
+    assert pr.Encoder(path).dtype == "float32"
+    for alias in ("fp32", np.float32, torch.float32):
+        assert pr.Encoder(path, dtype=alias).dtype == "float32"
+    with pytest.raises(pr.InvalidArgumentError, match="needs a CUDA device"):
+        pr.Encoder(path, dtype=np.float16)
+    with pytest.raises(pr.InvalidArgumentError, match="not float32, float16 or bfloat16"):
+        pr.Encoder(path, dtype="int8")
+    assert pr.Retriever(4, dtype=np.float16).dtype == "float16"
+    assert pr.Retriever(4, dtype=torch.float32).dtype == "float32"
+
+
+def test_skip_mode_returns_a_named_result(tiny):
+    path, _ = tiny
+    result = pr.Encoder(path).encode([b"", np.full((9, 7, 3), 30, np.uint8)], on_error="skip")
+    assert isinstance(result, pr.EncodeResult)
+    assert result.rows.tolist() == [1] and result.embeddings.shape == (1, 32)
+    assert result.failures[0][0] == 0 and "empty" in result.failures[0][1]
+    embeddings, rows, failures = result  # still unpacks as before
+    assert embeddings is result.embeddings

@@ -29,12 +29,33 @@ def test_imports_in_either_order_with_torch():
         assert done.stdout.strip() == "1.0"
 
 
+def test_import_changes_nothing_and_loads_torch_on_first_use():
+    # A guest in the user's process: no environment variable set, no torch or
+    # compiled core loaded until something needs them.
+    done = run_python("""
+        import os, sys
+        before = dict(os.environ)
+        import perception_retrieval as pr
+        print(dict(os.environ) == before, "torch" in sys.modules, "perception_retrieval._core" in sys.modules)
+        pr.Retriever(4)
+        print("torch" in sys.modules, "perception_retrieval._core" in sys.modules)
+        print(dict(os.environ) == before)
+    """)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:3] == ["True False False", "True True", "True"]
+
+
+def test_all_names_resolve():
+    for name in perception_retrieval.__all__:
+        assert getattr(perception_retrieval, name) is not None, name
+
+
 def test_torch_version_mismatch_says_how_to_fix(tmp_path):
     # A stand-in torch earlier on sys.path plays "torch was upgraded after the build".
     fake = tmp_path / "torch"
     fake.mkdir()
     (fake / "__init__.py").write_text("__version__ = '0.0.1'\n")
-    done = run_python("import perception_retrieval", PYTHONPATH=str(tmp_path))
+    done = run_python("import perception_retrieval; perception_retrieval.metrics", PYTHONPATH=str(tmp_path))
     assert done.returncode != 0
     assert "built against torch" in done.stderr
     assert "torch 0.0.1 is installed" in done.stderr

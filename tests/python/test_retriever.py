@@ -209,22 +209,16 @@ def test_errors_name_the_argument_and_the_fix():
     vectors = np.ones((2, 4), np.float32)
     ids = np.array([1, 2], dtype=np.int64)
     retriever.add(vectors * np.array([[1], [2]], np.float32) + np.eye(2, 4, dtype=np.float32), ids)
-    with pytest.raises(TypeError, match=r"astype\(np.float32\)"):
-        retriever.search(vectors.astype(np.float64), 1)
-    with pytest.raises(ValueError, match="ascontiguousarray"):
-        retriever.search(np.ones((4, 8), np.float32)[:, ::2], 1)
-    with pytest.raises(ValueError, match="ascontiguousarray"):
-        retriever.search(np.asfortranarray(np.ones((3, 4), np.float32)), 1)
+    with pytest.raises(TypeError, match="queries must hold real numbers, got dtype complex128"):
+        retriever.search(vectors.astype(np.complex128), 1)
     with pytest.raises(ValueError, match=r"queries\[None, :\]"):
         retriever.search(np.ones(4, np.float32), 1)
     with pytest.raises(ValueError, match="3 columns but the retriever's dim is 4"):
         retriever.search(np.ones((1, 3), np.float32), 1)
     with pytest.raises(ValueError, match="k must be >= 1, got 0"):
         retriever.search(vectors, 0)
-    with pytest.raises(TypeError, match=r"np.ascontiguousarray\(ids, dtype=np.int64\)"):
-        retriever.add(vectors, [3, 4])
-    with pytest.raises(TypeError, match="dtype int64"):
-        retriever.add(vectors, np.array([3, 4], dtype=np.int32))
+    with pytest.raises(TypeError, match=r"ids must hold integers, got dtype float64; convert ids with \.astype"):
+        retriever.add(vectors, [3.0, 4.0])
     bad = vectors.copy()
     bad[1, 2] = np.nan
     with pytest.raises(ValueError, match=r"vectors\[1, 2\] is NaN"):
