@@ -3,7 +3,9 @@
 // mAP@10 | plus an Average row, the macro mean over datasets) as Markdown, CSV
 // and JSON. Values print as percent with 2 decimals; every output names the AP
 // normaliser and the scored / lone query counts, so a table never travels
-// without the definition that produced it.
+// without the definition that produced it. Rows may carry an interval per
+// column (a bootstrap interval from pe::stats, say), shown beside each value
+// with the method that made it.
 //
 // Thread safety: a Report is a plain value. Const methods may run concurrently;
 // add() needs exclusive access.
@@ -18,6 +20,7 @@
 #include <vector>
 
 #include "pe/metrics.hpp"
+#include "pe/stats.hpp"
 
 namespace pe::metrics {
 
@@ -31,6 +34,14 @@ class Report {
     std::vector<double> fractions;  ///< one per column, in [0, 1], NaN = not available
     int64_t num_queries = 0;        ///< scored queries
     int64_t lone_queries = 0;       ///< excluded queries (R = 0)
+    std::vector<stats::Interval> intervals;  ///< one per column (fractions), or empty: none
+  };
+
+  /// How the intervals were made, for the footnote and the CSV / JSON fields.
+  struct IntervalMethod {
+    double level = 0.95;    ///< coverage, e.g. 0.95
+    int64_t resamples = 0;  ///< bootstrap resamples (0 = not stated)
+    uint64_t seed = 0;
   };
 
   /// `columns` are metric names as Evaluation::metric_names() spells them.
@@ -66,6 +77,47 @@ class Report {
     add_row(dataset, std::move(values), num_queries, lone_queries, ap_normalizer);
   }
 
+  /// Sets a dataset's intervals, one per column as fractions (NaN bounds = none
+  /// for that column). Throws std::invalid_argument for an unknown dataset, a
+  /// wrong count, a bound outside [0, 1] or low > high.
+  void set_intervals(const std::string& dataset, std::vector<stats::Interval> intervals) {
+    check_intervals("Report::set_intervals(\"" + dataset + "\")", intervals);
+    for (auto& row : rows_) {
+      if (row.dataset == dataset) {
+        row.intervals = std::move(intervals);
+        return;
+      }
+    }
+    throw std::invalid_argument("Report::set_intervals: no dataset \"" + dataset + "\" in the report; add() it first");
+  }
+
+  /// Sets the Average row's intervals (same rules as set_intervals).
+  void set_average_intervals(std::vector<stats::Interval> intervals) {
+    check_intervals("Report::set_average_intervals", intervals);
+    average_intervals_ = std::move(intervals);
+  }
+
+  void set_interval_method(const IntervalMethod& method) {
+    if (!(method.level > 0.0 && method.level < 1.0) || method.resamples < 0) {
+      throw std::invalid_argument("Report::set_interval_method: level must lie in (0, 1) and resamples be >= 0, got "
+                                  "level " + std::to_string(method.level) + ", resamples " +
+                                  std::to_string(method.resamples));
+    }
+    method_ = method;
+  }
+
+  const IntervalMethod& interval_method() const { return method_; }
+  const std::vector<stats::Interval>& average_intervals() const { return average_intervals_; }
+
+  /// True when any row or the Average row carries an interval.
+  bool has_intervals() const {
+    if (!average_intervals_.empty()) return true;
+    for (const auto& row : rows_) {
+      if (!row.intervals.empty()) return true;
+    }
+    return false;
+  }
+
   const std::vector<std::string>& columns() const { return columns_; }
   const std::vector<Row>& rows() const { return rows_; }
   /// The AP normaliser shared by every row (min_r_k while the report is empty).
@@ -88,13 +140,20 @@ class Report {
     out += "\n|---|";
     for (size_t j = 0; j < columns_.size(); ++j) out += "---|";
     out += "\n";
-    auto line = [&](const std::string& name, const std::vector<double>& fractions) {
+    auto line = [&](const std::string& name, const std::vector<double>& fractions,
+                    const std::vector<stats::Interval>& intervals) {
       out += "| " + escape_markdown(name) + " |";
-      for (double value : fractions) out += " " + percent(value) + " |";
+      for (size_t j = 0; j < fractions.size(); ++j) {
+        out += " " + percent(fractions[j]);
+        if (j < intervals.size() && !std::isnan(intervals[j].low)) {
+          out += " [" + percent(intervals[j].low) + ", " + percent(intervals[j].high) + "]";
+        }
+        out += " |";
+      }
       out += "\n";
     };
-    for (const auto& row : rows_) line(row.dataset, row.fractions);
-    line("Average", average());
+    for (const auto& row : rows_) line(row.dataset, row.fractions, row.intervals);
+    line("Average", average(), average_intervals_);
     out += "\nValues in percent. AP@k divided by " + std::string(formula(ap_normalizer_)) +
            " (ap_normalizer=" + name(ap_normalizer_) + "). Queries scored / lone (R = 0, excluded):";
     for (size_t i = 0; i < rows_.size(); ++i) {
@@ -102,30 +161,66 @@ class Report {
              std::to_string(rows_[i].num_queries) + " / " + std::to_string(rows_[i].lone_queries);
     }
     out += rows_.empty() ? " none.\n" : ".\n";
+    if (has_intervals()) out += "In brackets: " + interval_description() + ".\n";
     return out;
   }
 
-  /// RFC 4180 CSV: dataset, the columns in percent, queries, lone_queries,
-  /// ap_normalizer. The Average row leaves the query counts empty.
-  std::string to_csv() const {
-    std::string out = "dataset";
-    for (const auto& column : columns_) out += "," + quote_csv(column);
-    out += ",queries,lone_queries,ap_normalizer\n";
-    for (const auto& row : rows_) {
-      out += quote_csv(row.dataset);
-      for (double value : row.fractions) out += "," + percent(value, "");
-      out += "," + std::to_string(row.num_queries) + "," + std::to_string(row.lone_queries) + "," +
-             name(ap_normalizer_) + "\n";
+  /// "95% bootstrap intervals over queries (percentile method, 1000 resamples,
+  /// seed 0; ...)": what the brackets of to_markdown() are.
+  std::string interval_description() const {
+    std::string out = std::to_string(static_cast<int>(std::lround(method_.level * 100))) +
+                      "% bootstrap intervals over queries (percentile method";
+    if (method_.resamples > 0) {
+      out += ", " + std::to_string(method_.resamples) + " resamples, seed " + std::to_string(method_.seed);
     }
-    out += "Average";
-    for (double value : average()) out += "," + percent(value, "");
-    out += ",,," + std::string(name(ap_normalizer_)) + "\n";
+    return out + "; the Average row resamples every dataset independently)";
+  }
+
+  /// RFC 4180 CSV: dataset, the columns in percent, queries, lone_queries,
+  /// ap_normalizer. The Average row leaves the query counts empty. With
+  /// intervals, each column C is followed by "C ci95 low" and "C ci95 high"
+  /// (the level's percent in the name), and the rows end with
+  /// bootstrap_resamples and bootstrap_seed.
+  std::string to_csv() const {
+    const bool intervals = has_intervals();
+    const std::string level = "ci" + std::to_string(static_cast<int>(std::lround(method_.level * 100)));
+    std::string out = "dataset";
+    for (const auto& column : columns_) {
+      out += "," + quote_csv(column);
+      if (intervals) out += "," + quote_csv(column + " " + level + " low") + "," + quote_csv(column + " " + level + " high");
+    }
+    out += ",queries,lone_queries,ap_normalizer";
+    out += intervals ? ",bootstrap_resamples,bootstrap_seed\n" : "\n";
+    const std::string method = intervals ? "," + std::to_string(method_.resamples) + "," + std::to_string(method_.seed)
+                                         : std::string();
+    auto values = [&](const std::vector<double>& fractions, const std::vector<stats::Interval>& row_intervals) {
+      std::string cells;
+      for (size_t j = 0; j < fractions.size(); ++j) {
+        cells += "," + percent(fractions[j], "");
+        if (intervals) {
+          const bool known = j < row_intervals.size();
+          cells += "," + percent(known ? row_intervals[j].low : std::nan(""), "") + "," +
+                   percent(known ? row_intervals[j].high : std::nan(""), "");
+        }
+      }
+      return cells;
+    };
+    for (const auto& row : rows_) {
+      out += quote_csv(row.dataset) + values(row.fractions, row.intervals);
+      out += "," + std::to_string(row.num_queries) + "," + std::to_string(row.lone_queries) + "," +
+             name(ap_normalizer_) + method + "\n";
+    }
+    out += "Average" + values(average(), average_intervals_);
+    out += ",,," + std::string(name(ap_normalizer_)) + method + "\n";
     return out;
   }
 
   /// JSON object: {"unit": "percent", "ap_normalizer", "ap_normalizer_formula",
   /// "columns", "datasets": [{"dataset", <column>: value, "queries",
-  /// "lone_queries"}], "average": {<column>: value}}; NaN becomes null.
+  /// "lone_queries"}], "average": {<column>: value}}; NaN becomes null. With
+  /// intervals, each dataset and the average gain "ci": {<column>: [low, high]}
+  /// (percent) and the object gains "intervals": {"level", "resamples", "seed",
+  /// "method"}.
   std::string to_json() const {
     std::string out = "{\n  \"unit\": \"percent\",\n  \"ap_normalizer\": \"" + std::string(name(ap_normalizer_)) +
                       "\",\n  \"ap_normalizer_formula\": \"" + formula(ap_normalizer_) + "\",\n  \"columns\": [";
@@ -138,7 +233,9 @@ class Report {
         out += ", " + quote_json(columns_[j]) + ": " + percent(row.fractions[j], "null");
       }
       out += ", \"queries\": " + std::to_string(row.num_queries) +
-             ", \"lone_queries\": " + std::to_string(row.lone_queries) + "}";
+             ", \"lone_queries\": " + std::to_string(row.lone_queries);
+      if (!row.intervals.empty()) out += ", \"ci\": " + intervals_json(row.intervals);
+      out += "}";
     }
     out += rows_.empty() ? "],\n" : "\n  ],\n";
     out += "  \"average\": {";
@@ -146,7 +243,16 @@ class Report {
     for (size_t j = 0; j < columns_.size(); ++j) {
       out += (j ? ", " : "") + quote_json(columns_[j]) + ": " + percent(means[j], "null");
     }
-    out += "}\n}\n";
+    if (!average_intervals_.empty()) out += ", \"ci\": " + intervals_json(average_intervals_);
+    out += "}";
+    if (has_intervals()) {
+      char level[32];
+      std::snprintf(level, sizeof level, "%.10g", method_.level);
+      out += ",\n  \"intervals\": {\"level\": " + std::string(level) + ", \"resamples\": " +
+             std::to_string(method_.resamples) + ", \"seed\": " + std::to_string(method_.seed) +
+             ", \"method\": " + quote_json(interval_description()) + "}";
+    }
+    out += "\n}\n";
     return out;
   }
 
@@ -172,7 +278,33 @@ class Report {
       }
     }
     ap_normalizer_ = normalizer;
-    rows_.push_back(Row{dataset, std::move(fractions), num_queries, lone_queries});
+    rows_.push_back(Row{dataset, std::move(fractions), num_queries, lone_queries, {}});
+  }
+
+  std::string intervals_json(const std::vector<stats::Interval>& intervals) const {
+    std::string out = "{";
+    for (size_t j = 0; j < columns_.size() && j < intervals.size(); ++j) {
+      out += (j ? ", " : "") + quote_json(columns_[j]) + ": ";
+      out += std::isnan(intervals[j].low) ? "null"
+                                          : "[" + percent(intervals[j].low) + ", " + percent(intervals[j].high) + "]";
+    }
+    return out + "}";
+  }
+
+  void check_intervals(const std::string& where, const std::vector<stats::Interval>& intervals) const {
+    if (intervals.size() != columns_.size()) {
+      throw std::invalid_argument(where + ": " + std::to_string(intervals.size()) + " intervals for " +
+                                  std::to_string(columns_.size()) + " columns; give one per column (NaN for none)");
+    }
+    for (size_t j = 0; j < intervals.size(); ++j) {
+      const auto& interval = intervals[j];
+      if (std::isnan(interval.low) && std::isnan(interval.high)) continue;
+      if (!(interval.low >= 0.0 && interval.high <= 1.0 && interval.low <= interval.high)) {
+        throw std::invalid_argument(where + ": " + columns_[j] + " interval [" + std::to_string(interval.low) + ", " +
+                                    std::to_string(interval.high) + "] is not within [0, 1] with low <= high; give "
+                                    "fractions");
+      }
+    }
   }
 
   static std::string percent(double fraction, const char* missing = "n/a") {
@@ -226,6 +358,8 @@ class Report {
   std::vector<std::string> columns_;
   std::vector<Row> rows_;
   APNormalizer ap_normalizer_ = APNormalizer::min_r_k;
+  std::vector<stats::Interval> average_intervals_;
+  IntervalMethod method_;
 };
 
 }  // namespace pe::metrics
