@@ -399,24 +399,47 @@ inline std::vector<Interval> percentile_intervals(const double* replicates, int6
   return out;
 }
 
-/// Relative slack under which a permuted statistic counts as a tie with the
-/// observed one: both are sums of the same numbers in different orders, so
-/// rounding alone must not decide "as extreme".
+/// Scale of the slack under which a permuted statistic ties with the observed
+/// one (see tie_tolerances).
 inline constexpr double kTieTolerance = 1e-9;
+
+/// Per column, kTieTolerance * mean_i |differences[i][j]|: the slack for
+/// permutation_p_values. Permuted and observed means are sums of the same
+/// numbers in different orders and signs, so rounding (about n * 1e-16 of that
+/// scale at most) must not decide "as extreme": when the true difference is 0
+/// but rounding leaves 1e-17, every permutation whose exact mean is 0 must
+/// still count. 0 for an all-zero column (then comparisons are exact).
+template <class T>
+std::vector<double> tie_tolerances(const T* differences, int64_t num_queries, int64_t num_metrics) {
+  detail::check_shape(num_queries, num_metrics, 0, "tie_tolerances");
+  std::vector<double> out(static_cast<size_t>(num_metrics), 0.0);
+  for (int64_t i = 0; i < num_queries; ++i) {
+    for (int64_t j = 0; j < num_metrics; ++j) out[j] += std::fabs(static_cast<double>(differences[i * num_metrics + j]));
+  }
+  for (double& value : out) value = num_queries ? kTieTolerance * value / static_cast<double>(num_queries) : 0.0;
+  return out;
+}
 
 /// Two-sided permutation p-values, one per column of `permuted` (rows x
 /// columns, from sign_flip_means) against observed[column] (the mean of the
 /// unflipped differences):
-///   p = (1 + #{p : |T_p| >= (1 - 1e-9) |T_obs|}) / (1 + rows).
-/// The +1 counts the observed assignment itself, so p is never 0 and A vs A
-/// (every difference 0) gives exactly 1. NaN when rows is 0 or any input is NaN.
+///   p = (1 + #{p : |T_p| >= |T_obs| - tolerance}) / (1 + rows),
+/// tolerance[column] from tie_tolerances (nullptr: exact comparisons). The +1
+/// counts the observed assignment itself, so p is never below 1 / (1 + rows)
+/// and A vs A (every difference 0) gives exactly 1. NaN when rows is 0 or an
+/// input is NaN.
 inline std::vector<double> permutation_p_values(const double* permuted, int64_t rows, int64_t columns,
-                                                const double* observed) {
+                                                const double* observed, const double* tolerance = nullptr) {
   if (rows < 0 || columns < 0) throw std::invalid_argument("permutation_p_values: sizes must be >= 0");
   std::vector<double> out(static_cast<size_t>(columns), std::numeric_limits<double>::quiet_NaN());
   for (int64_t j = 0; j < columns; ++j) {
     if (rows == 0 || std::isnan(observed[j])) continue;
-    const double threshold = (1.0 - kTieTolerance) * std::fabs(observed[j]);
+    const double slack = tolerance ? tolerance[j] : 0.0;
+    if (!(slack >= 0.0)) {
+      throw std::invalid_argument("permutation_p_values: tolerance[" + std::to_string(j) + "] = " +
+                                  std::to_string(slack) + "; give a slack >= 0 (tie_tolerances)");
+    }
+    const double threshold = std::fabs(observed[j]) - slack;
     int64_t extreme = 0;
     bool missing = false;
     for (int64_t r = 0; r < rows; ++r) {

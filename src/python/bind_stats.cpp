@@ -117,22 +117,32 @@ void bind_stats(py::module_& parent) {
 
   module.def(
       "permutation_p_values",
-      [](const py::handle& permuted_object, const py::handle& observed_object) {
+      [](const py::handle& permuted_object, const py::handle& observed_object, const py::handle& tolerance_object) {
         const auto permuted = require_array<double>(permuted_object, "permuted", 2);
         const auto observed = require_array<double>(observed_object, "observed", 1);
         if (observed.shape(0) != permuted.shape(1)) {
           throw py::value_error("observed has " + std::to_string(observed.shape(0)) + " entries but permuted has " +
                                 std::to_string(permuted.shape(1)) + " columns; give one observed mean per metric");
         }
+        py::array_t<double, py::array::c_style> tolerance;
+        if (!tolerance_object.is_none()) {
+          tolerance = require_array<double>(tolerance_object, "tolerance", 1);
+          if (tolerance.shape(0) != permuted.shape(1)) {
+            throw py::value_error("tolerance has " + std::to_string(tolerance.shape(0)) + " entries but permuted has " +
+                                  std::to_string(permuted.shape(1)) + " columns; give one slack per metric");
+          }
+        }
         std::vector<double> p;
         {
           py::gil_scoped_release release;
-          p = stats::permutation_p_values(permuted.data(), permuted.shape(0), permuted.shape(1), observed.data());
+          p = stats::permutation_p_values(permuted.data(), permuted.shape(0), permuted.shape(1), observed.data(),
+                                          tolerance_object.is_none() ? nullptr : tolerance.data());
         }
         const auto size = static_cast<py::ssize_t>(p.size());
         return array_owning(std::move(p), {size});
       },
-      py::arg("permuted"), py::arg("observed"), "permuted: P x M float64, observed: M float64; returns M p-values.");
+      py::arg("permuted"), py::arg("observed"), py::arg("tolerance"),
+      "permuted: P x M float64, observed: M float64, tolerance: M float64 or None; returns M p-values.");
 
   module.def(
       "random_u64",

@@ -230,7 +230,10 @@ TEST(Stats, IdenticalModelsGiveDifferenceZeroAndPOne) {
   const std::vector<double> zeros(5 * 50, 0.0);
   const auto permuted = pe::stats::sign_flip_means(zeros, 5, 999, 0);
   const std::vector<double> observed(5, 0.0);
-  for (double p : pe::stats::permutation_p_values(permuted.data(), 999, 5, observed.data())) EXPECT_EQ(p, 1.0);
+  const auto tolerance = pe::stats::tie_tolerances(zeros.data(), 50, 5);
+  for (double p : pe::stats::permutation_p_values(permuted.data(), 999, 5, observed.data(), tolerance.data())) {
+    EXPECT_EQ(p, 1.0);
+  }
   const auto replicates = pe::stats::bootstrap_means(zeros, 5, 200, 0);
   for (const auto& interval : pe::stats::percentile_intervals(replicates.data(), 200, 5)) {
     EXPECT_EQ(interval.low, 0.0);
@@ -288,7 +291,29 @@ TEST(Stats, PValuesByHand) {
   EXPECT_DOUBLE_EQ(pe::stats::permutation_p_values(permuted.data(), 4, 1, &observed)[0], 3.0 / 5);
   const double negative = -0.3;  // two-sided
   EXPECT_DOUBLE_EQ(pe::stats::permutation_p_values(permuted.data(), 4, 1, &negative)[0], 3.0 / 5);
+  const double slack = 0.1 + 1e-12;  // 0.2 now ties as well
+  EXPECT_DOUBLE_EQ(pe::stats::permutation_p_values(permuted.data(), 4, 1, &observed, &slack)[0], 4.0 / 5);
   EXPECT_TRUE(std::isnan(pe::stats::permutation_p_values(permuted.data(), 0, 1, &observed)[0]));
+  const double bad = -1.0;
+  EXPECT_THROW(pe::stats::permutation_p_values(permuted.data(), 4, 1, &observed, &bad), std::invalid_argument);
+}
+
+// The true mean difference is 0, but the observed mean, summed in another
+// order (mean(b) - mean(a), say), comes out as a rounding residue of 1e-16.
+// Exact comparisons would then call the 4 in 16 sign patterns whose exact mean
+// is 0 (s1 = s2 and s3 = s4) less extreme; with tie_tolerances' slack they tie.
+TEST(Stats, RoundingNeverDecidesATie) {
+  const std::vector<double> differences{0.1, -0.1, 0.3, -0.3};
+  const double observed = 1e-16;
+  const auto permuted = pe::stats::sign_flip_means(differences, 1, 1999, 4);
+  const auto tolerance = pe::stats::tie_tolerances(differences.data(), 4, 1);
+  EXPECT_NEAR(tolerance[0], 1e-9 * 0.2, 1e-20);
+  const double exact = pe::stats::permutation_p_values(permuted.data(), 1999, 1, &observed)[0];
+  EXPECT_GT(exact, 0.6);
+  EXPECT_LT(exact, 0.9);
+  EXPECT_EQ(pe::stats::permutation_p_values(permuted.data(), 1999, 1, &observed, tolerance.data())[0], 1.0);
+  const std::vector<double> zeros(6, 0.0);
+  EXPECT_EQ(pe::stats::tie_tolerances(zeros.data(), 3, 2), (std::vector<double>{0.0, 0.0}));
 }
 
 TEST(StatsReport, IntervalsAppearBesideTheValues) {
