@@ -1,7 +1,8 @@
 """Two models side by side: `perception-retrieval compare RUN_A RUN_B --out DIR`.
 
 RUN_A and RUN_B are folders written by `perception-retrieval eval` on the same
-datasets. Everything is computed from their per_query/<dataset>.csv files (the
+datasets (queries are matched by path relative to the dataset's folder, so the
+same set evaluated from two locations compares). Everything is computed from their per_query/<dataset>.csv files (the
 per-query values behind every number of the table): per dataset and metric the
 two scores, the difference B - A with a paired bootstrap 95% interval, and a
 two-sided sign-flip permutation p-value (perception_retrieval.stats). Runs whose
@@ -106,12 +107,21 @@ class Run:
         return self._rows[dataset]
 
 
-def _keys(rows: dict) -> List[Tuple[str, str]]:
+def _keys(rows: dict, root: Optional[str] = None) -> List[Tuple[str, str]]:
+    """Each query's identity: its path (relative to the dataset's root when both
+    runs record one, so a copy of the data elsewhere still matches) and crop."""
+    if root:  # report.json's dataset "path": the folder its image paths start from
+        return [(os.path.relpath(path, root), crop) for path, crop in zip(rows["query"], rows["crop"])]
     return list(zip(rows["query"], rows["crop"]))
 
 
-def _describe(key: Tuple[str, str]) -> str:
-    path, crop = key
+def _roots(run_a: "Run", run_b: "Run", dataset: str) -> Tuple[Optional[str], Optional[str]]:
+    root_a, root_b = run_a.summary(dataset).get("path"), run_b.summary(dataset).get("path")
+    return (root_a, root_b) if root_a and root_b else (None, None)
+
+
+def _describe(rows: dict, index: int) -> str:
+    path, crop = rows["query"][index], rows["crop"][index]
     return f"{path} (crop {crop})" if crop else path
 
 
@@ -134,36 +144,37 @@ def check_comparable(run_a: Run, run_b: Run) -> None:
                            "evaluate both with the same --ap-normalizer")
     for dataset in run_a.datasets:
         rows_a, rows_b = run_a.rows(dataset), run_b.rows(dataset)
-        keys_a, keys_b = _keys(rows_a), _keys(rows_b)
+        root_a, root_b = _roots(run_a, run_b, dataset)
+        keys_a, keys_b = _keys(rows_a, root_a), _keys(rows_b, root_b)
         for label, keys in (("RUN_A", keys_a), ("RUN_B", keys_b)):
             if len(set(keys)) != len(keys):
                 raise CompareError(f"dataset {dataset!r}: {label} lists a query twice; its per-query file is damaged")
         set_a, set_b = set(keys_a), set(keys_b)
         if set_a != set_b:
-            missing = [k for k in keys_a if k not in set_b]
-            extra = [k for k in keys_b if k not in set_a]
+            missing = [i for i, k in enumerate(keys_a) if k not in set_b]
+            extra = [i for i, k in enumerate(keys_b) if k not in set_a]
             parts = []
             if missing:
                 parts.append(f"{len(missing)} of RUN_A's {len(keys_a)} queries are not in RUN_B "
-                             f"(first: {_describe(missing[0])})")
+                             f"(first: {_describe(rows_a, missing[0])})")
             if extra:
                 parts.append(f"{len(extra)} of RUN_B's {len(keys_b)} queries are not in RUN_A "
-                             f"(first: {_describe(extra[0])})")
+                             f"(first: {_describe(rows_b, extra[0])})")
             raise CompareError(f"dataset {dataset!r}: the query sets differ: " + "; ".join(parts) +
                                ". Compare runs of the same dataset files")
         position_b = {key: i for i, key in enumerate(keys_b)}
         order = [position_b[key] for key in keys_a]
         ids_b = [rows_b["instance_id"][i] for i in order]
-        for key, id_a, id_b in zip(keys_a, rows_a["instance_id"], ids_b):
+        for q, (id_a, id_b) in enumerate(zip(rows_a["instance_id"], ids_b)):
             if id_a != id_b:
-                raise CompareError(f"dataset {dataset!r}: query {_describe(key)} is instance {id_a!r} in RUN_A but "
-                                   f"{id_b!r} in RUN_B; the datasets' labels differ")
+                raise CompareError(f"dataset {dataset!r}: query {_describe(rows_a, q)} is instance {id_a!r} in RUN_A "
+                                   f"but {id_b!r} in RUN_B; the datasets' labels differ")
         r_b = [rows_b["R"][i] for i in order]
-        differ = [(key, a, b) for key, a, b in zip(keys_a, rows_a["R"], r_b) if a != b]
+        differ = [(q, a, b) for q, (a, b) in enumerate(zip(rows_a["R"], r_b)) if a != b]
         if differ:
-            key, a, b = differ[0]
+            q, a, b = differ[0]
             raise CompareError(f"dataset {dataset!r}: {len(differ)} queries have a different number of relevant "
-                               f"gallery images (first: {_describe(key)}, R = {a} in RUN_A, {b} in RUN_B): the "
+                               f"gallery images (first: {_describe(rows_a, q)}, R = {a} in RUN_A, {b} in RUN_B): the "
                                "galleries differ (images left out with --on-error skip?); compare runs over the "
                                "same gallery")
 
@@ -171,8 +182,9 @@ def check_comparable(run_a: Run, run_b: Run) -> None:
 def _aligned(run_a: Run, run_b: Run, dataset: str) -> Tuple[dict, dict]:
     """Both runs' rows of a dataset, B reordered to A's query order."""
     rows_a, rows_b = run_a.rows(dataset), run_b.rows(dataset)
-    position_b = {key: i for i, key in enumerate(_keys(rows_b))}
-    order = [position_b[key] for key in _keys(rows_a)]
+    root_a, root_b = _roots(run_a, run_b, dataset)
+    position_b = {key: i for i, key in enumerate(_keys(rows_b, root_b))}
+    order = [position_b[key] for key in _keys(rows_a, root_a)]
     return rows_a, {name: [values[i] for i in order] for name, values in rows_b.items()}
 
 

@@ -28,9 +28,18 @@ void check_threads(int threads) {
   if (threads < 0) throw py::value_error("threads must be >= 0 (0 = all cores), got " + std::to_string(threads));
 }
 
-bool is_float64(const py::handle& object) {
-  return py::isinstance<py::array>(object) &&
-         py::reinterpret_borrow<py::array>(object).dtype().is(py::dtype::of<double>());
+// True for float64, false for float32; any other array is a TypeError naming
+// both accepted types (require_array alone would name only the one it tried).
+bool is_float64(const py::handle& object, const char* argument) {
+  if (py::isinstance<py::array>(object)) {
+    const auto array = py::reinterpret_borrow<py::array>(object);
+    if (array.dtype().is(py::dtype::of<double>())) return true;
+    if (!array.dtype().is(py::dtype::of<float>())) {
+      throw py::type_error(std::string(argument) + " must have dtype float64 or float32, got " +
+                           std::string(py::str(array.dtype())) + "; convert it with .astype(np.float64)");
+    }
+  }
+  return false;
 }
 
 // Kernel: bootstrap_means or sign_flip_means; both take (values, n, m, count, seed, stream, out, threads).
@@ -58,7 +67,7 @@ void bind_stats(py::module_& parent) {
       [](const py::handle& values, int64_t resamples, uint64_t seed, uint64_t stream, int threads) {
         check_count(resamples, "resamples");
         check_threads(threads);
-        if (is_float64(values)) {
+        if (is_float64(values, "values")) {
           return replicates_typed<double>(values, "values", resamples, seed, stream, threads,
                                           [](const double* data, int64_t rows, int64_t columns, int64_t count, uint64_t seed,
                                              uint64_t stream, double* out, int threads) {
@@ -79,7 +88,7 @@ void bind_stats(py::module_& parent) {
       [](const py::handle& differences, int64_t permutations, uint64_t seed, uint64_t stream, int threads) {
         check_count(permutations, "permutations");
         check_threads(threads);
-        if (is_float64(differences)) {
+        if (is_float64(differences, "differences")) {
           return replicates_typed<double>(differences, "differences", permutations, seed, stream, threads,
                                           [](const double* data, int64_t rows, int64_t columns, int64_t count, uint64_t seed,
                                              uint64_t stream, double* out, int threads) {
