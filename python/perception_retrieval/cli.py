@@ -53,15 +53,14 @@ def _add_model_options(parser: argparse.ArgumentParser, model_required: bool = T
                         help="an unreadable image stops the run (raise, default) or is left out and reported (skip)")
 
 
-def _add_statistics_options(parser: argparse.ArgumentParser, permutations: bool) -> None:
+def _add_statistics_options(parser: argparse.ArgumentParser) -> None:
     from . import stats
 
     parser.add_argument("--bootstrap", type=int, default=stats.DEFAULT_RESAMPLES, metavar="N",
                         help=f"bootstrap resamples for the 95%% intervals (default {stats.DEFAULT_RESAMPLES}; 0 = none)")
-    if permutations:
-        parser.add_argument("--permutations", type=int, default=stats.DEFAULT_PERMUTATIONS, metavar="N",
-                            help="random sign assignments of the permutation test between two models "
-                                 f"(default {stats.DEFAULT_PERMUTATIONS}; 0 = no p-values)")
+    parser.add_argument("--permutations", type=int, default=stats.DEFAULT_PERMUTATIONS, metavar="N",
+                        help="random sign assignments of the permutation test between two models "
+                             f"(default {stats.DEFAULT_PERMUTATIONS}; 0 = no p-values)")
     parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED,
                         help=f"seed of the resampling (default {stats.DEFAULT_SEED}); the same seed gives the same "
                              "intervals on every machine")
@@ -70,7 +69,7 @@ def _add_statistics_options(parser: argparse.ArgumentParser, permutations: bool)
 def _statistics(args) -> dict:
     """The --bootstrap / --seed (and --permutations) values, checked."""
     for option in ("bootstrap", "permutations"):
-        value = getattr(args, option, 0)
+        value = getattr(args, option)
         if value < 0:
             raise ValueError(f"--{option} must be >= 0 (0 turns it off), got {value}")
     if not 0 <= args.seed < 2 ** 64:
@@ -313,7 +312,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="AP@k divisor: min(R, k) (the leaderboard's, default), R, or hits in the top k")
     evaluate.add_argument("--chunk-size", type=int, default=256, help="images encoded between cache writes")
     evaluate.add_argument("--no-html", action="store_true", help="skip report.html")
-    _add_statistics_options(evaluate, permutations=True)
+    _add_statistics_options(evaluate)
     evaluate.set_defaults(run=run_eval_command)
 
     compare = commands.add_parser("compare", help="compare two eval output folders: B - A with intervals and p-values")
@@ -324,7 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="queries per dataset shown side by side, those where the models disagree most")
     compare.add_argument("--threads", type=int, default=0, help="resampling threads (default 0 = all cores)")
     compare.add_argument("--no-html", action="store_true", help="skip comparison.html")
-    _add_statistics_options(compare, permutations=True)
+    _add_statistics_options(compare)
     compare.set_defaults(run=run_compare)
 
     encode = commands.add_parser("encode", help="embed a dataset (folder, manifest or NAME=FORMAT:PATH) to .npz")
