@@ -6,4 +6,5 @@
 #include "pe/metrics.hpp"
 #include "pe/report.hpp"
 #include "pe/retriever.hpp"
+#include "pe/stats.hpp"
 #include "pe/version.hpp"

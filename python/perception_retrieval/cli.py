@@ -1,7 +1,8 @@
 """The perception-retrieval command line.
 
     perception-retrieval demo   [--out DIR] [--checkpoint PE-Core-L14-336.pt]
-    perception-retrieval eval   --model M.pt --dataset NAME=FORMAT:PATH [...] [--out DIR]
+    perception-retrieval eval   --model M.pt [--model M2.pt] --dataset NAME=FORMAT:PATH [...] [--out DIR]
+    perception-retrieval compare RUN_A RUN_B --out DIR
     perception-retrieval encode --model M.pt INPUT --out embeddings.npz
     perception-retrieval search --model M.pt --gallery embeddings.npz|INPUT QUERY [QUERY ...] [-k 5]
 
@@ -10,6 +11,12 @@ is a dataset in the same NAME=FORMAT:PATH form, or simply a folder of instance
 folders or a manifest .csv. Embeddings are cached by model and image contents
 (--cache DIR, default ~/.cache/perception_retrieval; --no-cache to disable), so
 a re-run encodes nothing twice and an interrupted run resumes.
+
+Every score gets a 95% bootstrap interval over queries (--bootstrap N
+resamples, 0 = none; --seed). compare reads two eval folders of the same
+datasets and writes the differences B - A with paired intervals and
+permutation p-values; eval with two --model options does both runs and the
+comparison (docs/statistics.md).
 """
 
 from __future__ import annotations
@@ -27,9 +34,11 @@ from . import __version__
 DEMO_CONFIG = "PE-Core-L14-336"
 
 
-def _add_model_options(parser: argparse.ArgumentParser, model_required: bool = True) -> None:
-    parser.add_argument("--model", required=model_required, metavar="M.pt",
-                        help="TorchScript model made by perception-retrieval-export")
+def _add_model_options(parser: argparse.ArgumentParser, model_required: bool = True,
+                       two_models: bool = False) -> None:
+    parser.add_argument("--model", required=model_required, metavar="M.pt", action="append" if two_models else "store",
+                        help="TorchScript model made by perception-retrieval-export" +
+                             ("; give it twice (A, then B) to evaluate both and compare them" if two_models else ""))
     parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
     from .encoder import DEFAULTS
 
@@ -47,6 +56,30 @@ def _add_model_options(parser: argparse.ArgumentParser, model_required: bool = T
     cache.add_argument("--no-cache", action="store_true", help="encode everything, store nothing")
     parser.add_argument("--on-error", choices=("raise", "skip"), default="raise",
                         help="an unreadable image stops the run (raise, default) or is left out and reported (skip)")
+
+
+def _add_statistics_options(parser: argparse.ArgumentParser) -> None:
+    from . import stats
+
+    parser.add_argument("--bootstrap", type=int, default=stats.DEFAULT_RESAMPLES, metavar="N",
+                        help=f"bootstrap resamples for the 95%% intervals (default {stats.DEFAULT_RESAMPLES}; 0 = none)")
+    parser.add_argument("--permutations", type=int, default=stats.DEFAULT_PERMUTATIONS, metavar="N",
+                        help="random sign assignments of the permutation test between two models "
+                             f"(default {stats.DEFAULT_PERMUTATIONS}; 0 = no p-values)")
+    parser.add_argument("--seed", type=int, default=stats.DEFAULT_SEED,
+                        help=f"seed of the resampling (default {stats.DEFAULT_SEED}); the same seed gives the same "
+                             "intervals on every machine")
+
+
+def _statistics(args) -> dict:
+    """The --bootstrap / --seed (and --permutations) values, checked."""
+    for option in ("bootstrap", "permutations"):
+        value = getattr(args, option)
+        if value < 0:
+            raise ValueError(f"--{option} must be >= 0 (0 turns it off), got {value}")
+    if not 0 <= args.seed < 2 ** 64:
+        raise ValueError(f"--seed must be in [0, 2^64), got {args.seed}")
+    return {"bootstrap": args.bootstrap, "seed": args.seed}
 
 
 def _evaluation(args, model_path: str, **extra):
@@ -75,11 +108,73 @@ def run_eval(args: argparse.Namespace) -> int:
     datasets.check_unique_names(loaded)
     out_dir = args.out or _default_out_dir("eval")
     run = _evaluation(args, args.model, samples=args.samples, ap_normalizer=args.ap_normalizer,
-                      chunk_size=args.chunk_size)
+                      chunk_size=args.chunk_size, **_statistics(args))
     run.evaluate(loaded, out_dir=out_dir, html=not args.no_html)
     print(f"reports in {os.path.abspath(out_dir)}" + ("" if args.no_html else
                                                        f" (open {os.path.join(out_dir, 'report.html')})"))
     return 0
+
+
+def run_eval_command(args: argparse.Namespace) -> int:
+    """eval with one --model (run_eval), or with two: both runs and their comparison."""
+    models = args.model
+    if len(models) > 2:
+        raise ValueError(f"--model given {len(models)} times; give one model, or two (A and B) to compare them")
+    if len(models) == 2:
+        return run_eval_pair(args)
+    args.model = models[0]
+    return run_eval(args)
+
+
+def _pair_folders(out_dir: str, models) -> list:
+    """out_dir/A-<model stem> and out_dir/B-<model stem>."""
+    from .evaluation import _safe_name
+
+    return [os.path.join(out_dir, f"{label}-{_safe_name(os.path.splitext(os.path.basename(model))[0])}")
+            for label, model in zip("AB", models)]
+
+
+def run_eval_pair(args: argparse.Namespace) -> int:
+    """Evaluates model A, then model B, each into its own subfolder of --out,
+    then compares them into --out itself (comparison.json, .md, .html)."""
+    from . import compare, datasets
+
+    settings = _statistics(args)
+    loaded = [datasets.load_spec(spec) for spec in args.dataset]  # every dataset checked before any encoding
+    datasets.check_unique_names(loaded)
+    out_dir = args.out or _default_out_dir("eval")
+    folders = _pair_folders(out_dir, args.model)
+    for label, model, folder in zip("AB", args.model, folders):
+        print(f"== model {label}: {model}", flush=True)
+        run = _evaluation(args, model, samples=args.samples, ap_normalizer=args.ap_normalizer,
+                          chunk_size=args.chunk_size, **settings)
+        run.evaluate(loaded, out_dir=folder, html=not args.no_html)
+        del run  # one model in memory at a time
+    report = compare.compare_runs(folders[0], folders[1], out_dir, resamples=args.bootstrap,
+                                  permutations=args.permutations, seed=args.seed, threads=args.threads,
+                                  samples=args.samples, html=not args.no_html, log=_log)
+    print(compare.comparison_markdown(report), flush=True)
+    print(f"runs in {folders[0]} and {folders[1]}; comparison in {os.path.abspath(out_dir)}" +
+          ("" if args.no_html else f" (open {os.path.join(out_dir, 'comparison.html')})"))
+    return 0
+
+
+def run_compare(args: argparse.Namespace) -> int:
+    from . import compare
+
+    _statistics(args)
+    out_dir = args.out or _default_out_dir("compare")
+    report = compare.compare_runs(args.run_a, args.run_b, out_dir, resamples=args.bootstrap,
+                                  permutations=args.permutations, seed=args.seed, threads=args.threads,
+                                  samples=args.samples, html=not args.no_html, log=_log)
+    print(compare.comparison_markdown(report), flush=True)
+    print(f"comparison in {os.path.abspath(out_dir)}" +
+          ("" if args.no_html else f" (open {os.path.join(out_dir, 'comparison.html')})"))
+    return 0
+
+
+def _log(message: str) -> None:
+    print(message, file=sys.stderr, flush=True)
 
 
 def _export_demo_model(args, models_dir: str) -> str:
@@ -218,8 +313,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_model_options(demo, model_required=False)
     demo.set_defaults(run=run_demo)
 
-    evaluate = commands.add_parser("eval", help="evaluate a model on datasets: table, reports, HTML")
-    _add_model_options(evaluate)
+    evaluate = commands.add_parser("eval", help="evaluate a model (or two, compared) on datasets: table, reports, HTML")
+    _add_model_options(evaluate, two_models=True)
     evaluate.add_argument("--dataset", action="append", required=True, metavar="NAME=FORMAT:PATH",
                           help="a dataset (repeat for several); FORMAT: sop, products10k, vprc, manifest, folders")
     evaluate.add_argument("--out", metavar="DIR", help="report folder (default ./eval-DATE-TIME)")
@@ -228,7 +323,19 @@ def build_parser() -> argparse.ArgumentParser:
                           help="AP@k divisor: min(R, k) (the leaderboard's, default), R, or hits in the top k")
     evaluate.add_argument("--chunk-size", type=int, default=256, help="images encoded between cache writes")
     evaluate.add_argument("--no-html", action="store_true", help="skip report.html")
-    evaluate.set_defaults(run=run_eval)
+    _add_statistics_options(evaluate)
+    evaluate.set_defaults(run=run_eval_command)
+
+    compare = commands.add_parser("compare", help="compare two eval output folders: B - A with intervals and p-values")
+    compare.add_argument("run_a", metavar="RUN_A", help="eval output folder of model A")
+    compare.add_argument("run_b", metavar="RUN_B", help="eval output folder of model B (the same datasets)")
+    compare.add_argument("--out", metavar="DIR", help="comparison folder (default ./compare-DATE-TIME)")
+    compare.add_argument("--samples", type=int, default=8,
+                         help="queries per dataset shown side by side, those where the models disagree most")
+    compare.add_argument("--threads", type=int, default=0, help="resampling threads (default 0 = all cores)")
+    compare.add_argument("--no-html", action="store_true", help="skip comparison.html")
+    _add_statistics_options(compare)
+    compare.set_defaults(run=run_compare)
 
     encode = commands.add_parser("encode", help="embed a dataset (folder, manifest or NAME=FORMAT:PATH) to .npz")
     _add_model_options(encode)

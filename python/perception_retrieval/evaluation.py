@@ -26,13 +26,17 @@ from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from . import __version__, cache as embedding_cache, errors, image, metrics
+from . import __version__, cache as embedding_cache, errors, image, metrics, stats
 from ._native import Retriever
 from .datasets import Dataset, ImageRef, check_unique_names
 from .encoder import DEFAULTS as ENCODER_DEFAULTS, Encoder
 
 CURVE_DEPTH = 10          # P@k / R@k curves for k = 1..10, and the depth of every ranking
 SAMPLE_RESULTS = 5        # results shown per sample query in the HTML report
+FAILURE_QUERIES = 8       # lowest-AP queries shown per dataset
+CONFUSED_PAIRS = 10       # most frequent (query instance -> wrong rank-1 instance) pairs listed
+# Per-query CSV column of each leaderboard metric (mAP@10 is the mean of AP@10).
+PER_QUERY_COLUMNS = {"P@1": "P@1", "P@5": "P@5", "R@1": "R@1", "R@5": "R@5", "mAP@10": f"AP@{CURVE_DEPTH}"}
 
 Log = Callable[[str], None]
 
@@ -99,13 +103,17 @@ class Evaluation:
     threads:    search and scoring threads (0 = every usable CPU); when > 0 also LibTorch's
                 intra-op threads, process-wide (0 leaves LibTorch's setting alone)
     tune_allocator: see Encoder (process-wide; the command line turns it on)
+    bootstrap:  resamples for the 95% intervals of every score (0 = none);
+    seed:       seed of those resamples (see perception_retrieval.stats).
     """
 
     def __init__(self, model_path: str, *, device: str = "cpu", dtype: str = "float32",
                  batch_size: int = ENCODER_DEFAULTS["batch_size"], threads: int = 0, decode_threads: int = 0,
                  tune_allocator: bool = False, cache_dir: Optional[str] = None,
                  chunk_size: int = 256, on_error: str = "raise", ap_normalizer: str = "min_r_k",
-                 samples: int = 8, log: Log = _stderr):
+                 samples: int = 8, log: Log = _stderr,
+                 bootstrap: int = stats.DEFAULT_RESAMPLES, seed: int = stats.DEFAULT_SEED):
+        self.bootstrap, self.seed = _bootstrap_settings(bootstrap, seed)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
         if chunk_size <= 0:
@@ -244,6 +252,7 @@ class Evaluation:
                        "HitRate@k": [result[f"HitRate@{k}"] for k in ks]},
             "timing": timing,
         }
+        summary.update(_failure_analysis(dataset, result, scores, ranking))
         per_query = _per_query_rows(dataset, result, scores, ranking)
         return summary, per_query, _samples(dataset, result, scores, ranking, self.samples)
 
@@ -286,6 +295,7 @@ class Evaluation:
             "threads": self.threads,
             "timing": {"model_hash_s": self.hash_seconds, "total_s": time.perf_counter() - started},
         }
+        report.update(add_intervals(summaries, per_query, table, self.bootstrap, self.seed, self.threads))
         print(table.to_markdown(), flush=True)
         if out_dir:
             for path in write_outputs(out_dir, report, table, per_query, samples, html):
@@ -353,6 +363,18 @@ def _per_query_rows(dataset: Dataset, result: dict, scores: np.ndarray, ranking:
     rows[f"AP@{CURVE_DEPTH}"] = columns[f"AP@{CURVE_DEPTH}"].tolist()
     top = ranking[:, :SAMPLE_RESULTS]
     rows["top5"] = [";".join(dataset.images[dataset.gallery_images[g]].path for g in row if g >= 0) for row in top]
+    # The same top 5 as JSON arrays (paths may hold ';'), with what a comparison
+    # of two runs needs to draw them: instance ids, scores and crops.
+    top_scores = scores[:, :SAMPLE_RESULTS]
+    paths, ids, values, crops = [], [], [], []
+    for row, row_scores in zip(top.tolist(), top_scores.tolist()):
+        refs = [(dataset.images[dataset.gallery_images[g]], dataset.instance_ids[dataset.gallery_images[g]], score)
+                for g, score in zip(row, row_scores) if g >= 0]
+        paths.append(json.dumps([ref.path for ref, _, _ in refs]))
+        ids.append(json.dumps([label for _, label, _ in refs]))
+        values.append(json.dumps([float(score) for _, _, score in refs]))
+        crops.append(json.dumps([list(ref.crop) if ref.crop else None for ref, _, _ in refs]))
+    rows["top5_paths"], rows["top5_instance_ids"], rows["top5_scores"], rows["top5_crops"] = paths, ids, values, crops
     return rows
 
 
@@ -362,21 +384,92 @@ def _samples(dataset: Dataset, result: dict, scores: np.ndarray, ranking: np.nda
     if count <= 0 or len(scored) == 0:
         return []
     picks = scored[np.unique(np.linspace(0, len(scored) - 1, num=min(count, len(scored))).round().astype(int))]
-    out = []
-    for q in picks.tolist():
-        query = dataset.images[dataset.query_images[q]]
+    return [_sample(dataset, q, scores, ranking) for q in picks.tolist()]
+
+
+def _sample(dataset: Dataset, q: int, scores: np.ndarray, ranking: np.ndarray) -> dict:
+    """Query q with its top results, as the HTML report shows them."""
+    query = dataset.images[dataset.query_images[q]]
+    query_label = dataset.instance_ids[dataset.query_images[q]]
+    results = []
+    for g, score in zip(ranking[q, :SAMPLE_RESULTS].tolist(), scores[q, :SAMPLE_RESULTS].tolist()):
+        if g < 0:
+            break
+        ref = dataset.images[dataset.gallery_images[g]]
+        label = dataset.instance_ids[dataset.gallery_images[g]]
+        results.append({"path": ref.path, "instance_id": label, "score": float(score),
+                        "relevant": label == query_label, "crop": list(ref.crop) if ref.crop else None})
+    return {"query": {"path": query.path, "instance_id": query_label,
+                      "crop": list(query.crop) if query.crop else None}, "results": results}
+
+
+def _failure_analysis(dataset: Dataset, result: dict, scores: np.ndarray, ranking: np.ndarray) -> dict:
+    """Where the model fails: the lowest-AP scored queries with their top
+    results (ties by query order), and the (query instance -> different instance
+    at rank 1) pairs that occur most often, with counts."""
+    columns = result["per_query"]
+    ap = np.asarray(columns[f"AP@{CURVE_DEPTH}"], dtype=np.float64)
+    scored = np.flatnonzero(np.asarray(columns["num_relevant"]) > 0)
+    worst = scored[np.lexsort((scored, ap[scored]))][:FAILURE_QUERIES]
+    lowest = []
+    for q in worst.tolist():
+        sample = _sample(dataset, q, scores, ranking)
+        sample.update(ap=float(ap[q]), num_relevant=int(columns["num_relevant"][q]))
+        lowest.append(sample)
+    pairs: Dict[Tuple[str, str], int] = {}
+    errors = 0
+    for q in scored.tolist():
+        g = int(ranking[q, 0]) if ranking.shape[1] else -1
+        if g < 0:
+            continue
         query_label = dataset.instance_ids[dataset.query_images[q]]
-        results = []
-        for g, score in zip(ranking[q, :SAMPLE_RESULTS].tolist(), scores[q, :SAMPLE_RESULTS].tolist()):
-            if g < 0:
-                break
-            ref = dataset.images[dataset.gallery_images[g]]
-            label = dataset.instance_ids[dataset.gallery_images[g]]
-            results.append({"path": ref.path, "instance_id": label, "score": float(score),
-                            "relevant": label == query_label, "crop": list(ref.crop) if ref.crop else None})
-        out.append({"query": {"path": query.path, "instance_id": query_label,
-                              "crop": list(query.crop) if query.crop else None}, "results": results})
-    return out
+        found_label = dataset.instance_ids[dataset.gallery_images[g]]
+        if found_label != query_label:
+            errors += 1
+            pairs[(query_label, found_label)] = pairs.get((query_label, found_label), 0) + 1
+    ordered = sorted(pairs.items(), key=lambda item: (-item[1], str(item[0][0]), str(item[0][1])))
+    return {"lowest_ap_queries": lowest, "rank1_errors": errors,
+            "confusions": [{"query_instance": a, "retrieved_instance": b, "count": count}
+                           for (a, b), count in ordered[:CONFUSED_PAIRS]]}
+
+
+def _bootstrap_settings(bootstrap, seed) -> Tuple[int, int]:
+    if isinstance(bootstrap, bool) or not isinstance(bootstrap, (int, np.integer)) or bootstrap < 0:
+        raise ValueError(f"bootstrap must be an integer >= 0 (resamples; 0 = no intervals), got {bootstrap!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2 ** 64:
+        raise ValueError(f"seed must be an integer in [0, 2^64), got {seed!r}")
+    return int(bootstrap), int(seed)
+
+
+def scored_values(rows: dict) -> np.ndarray:
+    """The scored queries' leaderboard metrics as a Q x 5 float64 array (columns
+    in metrics.LEADERBOARD_COLUMNS order) from per-query rows as
+    _per_query_rows() makes them or as read back from per_query/<dataset>.csv."""
+    scored = np.asarray([int(r) > 0 for r in rows["R"]], dtype=bool)
+    columns = [np.asarray(rows[PER_QUERY_COLUMNS[c]], dtype=object)[scored] for c in metrics.LEADERBOARD_COLUMNS]
+    return np.ascontiguousarray(np.array(columns, dtype=np.float64).T.reshape(int(scored.sum()), len(columns)))
+
+
+def add_intervals(summaries: List[dict], per_query: Dict[str, dict], table: "metrics.Report", resamples: int,
+                  seed: int, threads: int = 0) -> dict:
+    """95% bootstrap intervals over queries for every dataset (summary["ci95"])
+    and the Average row, also set on the table. Returns the report's
+    "bootstrap" settings and "average_ci95" (absent with 0 resamples)."""
+    settings = {"resamples": resamples, "seed": seed, "level": stats.LEVEL, "method": "percentile",
+                "unit": "queries (each dataset resampled independently for the Average)",
+                "generator": stats.GENERATOR, "streams": "dataset i (in the order given) uses stream i"}
+    if resamples == 0 or not summaries:
+        return {"bootstrap": settings}
+    columns = list(metrics.LEADERBOARD_COLUMNS)
+    found = stats.dataset_intervals([scored_values(per_query[s["name"]]) for s in summaries], resamples, seed,
+                                    stats.LEVEL, threads)
+    for summary, interval in zip(summaries, found["datasets"]):
+        summary["ci95"] = stats.interval_dict(columns, interval)
+        table.set_intervals(summary["name"], summary["ci95"])
+    average = stats.interval_dict(columns, found["average"])
+    table.set_average_intervals(average)
+    table.set_interval_method(stats.LEVEL, resamples, seed)
+    return {"bootstrap": settings, "average_ci95": average}
 
 
 def _versions() -> dict:
@@ -415,11 +508,11 @@ def write_outputs(out_dir: str, report: dict, table: "metrics.Report", per_query
     fractions), per_query/<dataset>.csv and report.html."""
     os.makedirs(os.path.join(out_dir, "per_query"), exist_ok=True)
     written = [
-        _write_text(os.path.join(out_dir, "report.md"), table.to_markdown()),
+        _write_text(os.path.join(out_dir, "report.md"), table.to_markdown() + failures_markdown(report)),
         _write_text(os.path.join(out_dir, "report.csv"), table.to_csv()),
         _write_text(os.path.join(out_dir, "report.json"), json.dumps(_json_safe(report), indent=2)),
         _write_text(os.path.join(out_dir, "results.json"), json.dumps(_json_safe(
-            {d["name"]: d["metrics"] for d in report["datasets"]}), indent=2)),
+            {d["name"]: _results_entry(d) for d in report["datasets"]}), indent=2)),
     ]
     for name, rows in per_query.items():
         buffer = io.StringIO()
@@ -435,3 +528,43 @@ def write_outputs(out_dir: str, report: dict, table: "metrics.Report", per_query
         html_report.write_html_report(path, _json_safe(report), samples)
         written.append(path)
     return written
+
+
+def _results_entry(summary: dict) -> dict:
+    """A dataset's results.json entry: the five metrics (fractions) and, when
+    intervals were computed, "ci95": {metric: [low, high]}."""
+    entry = dict(summary["metrics"])
+    if "ci95" in summary:
+        entry["ci95"] = summary["ci95"]
+    return entry
+
+
+def _markdown_cell(value) -> str:
+    return str(value).replace("\\", "\\\\").replace("|", "\\|").replace("\n", " ").replace("\r", " ")
+
+
+def failures_markdown(report: dict) -> str:
+    """report.md's "Where the model fails" section: per dataset the lowest-AP
+    queries with the instance ids of their top 5, and the pairs of instances
+    most often confused at rank 1."""
+    out = []
+    for summary in report.get("datasets", []):
+        lowest, confusions = summary.get("lowest_ap_queries"), summary.get("confusions")
+        if not lowest and not confusions:
+            continue
+        out.append(f"\n### {_markdown_cell(summary['name'])}\n")
+        if lowest:
+            out.append(f"\nLowest AP@{CURVE_DEPTH} queries (top {SAMPLE_RESULTS}: instance ids, * = same instance):\n\n"
+                       f"| Query | Instance | R | AP@{CURVE_DEPTH} | Top {SAMPLE_RESULTS} |\n|---|---|---|---|---|\n")
+            for sample in lowest:
+                query = sample["query"]
+                top = ", ".join(("*" if r["relevant"] else "") + str(r["instance_id"]) for r in sample["results"])
+                out.append(f"| {_markdown_cell(query['path'])} | {_markdown_cell(query['instance_id'])} | "
+                           f"{sample['num_relevant']} | {100 * sample['ap']:.2f} | {_markdown_cell(top)} |\n")
+        if confusions:
+            out.append(f"\nMost confused instances ({summary.get('rank1_errors', 0)} queries with a wrong rank 1):\n\n"
+                       "| Query instance | Wrong instance at rank 1 | Queries |\n|---|---|---|\n")
+            for pair in confusions:
+                out.append(f"| {_markdown_cell(pair['query_instance'])} | {_markdown_cell(pair['retrieved_instance'])} "
+                           f"| {pair['count']} |\n")
+    return ("\n## Where the model fails\n" + "".join(out)) if out else ""

@@ -1,5 +1,9 @@
-"""A self-contained HTML page for one evaluation: the leaderboard table, P@k / R@k
-curves as inline SVG, and sample queries with their top results as thumbnails.
+"""Self-contained HTML pages. For one evaluation: the leaderboard table (with
+95% intervals when the run computed them), P@k / R@k curves as inline SVG,
+sample queries with their top results as thumbnails, and where the model fails
+(its lowest-AP queries, the instances it confuses most). For a comparison of two
+runs: the differences with their intervals and p-values, and the queries where
+the two models disagree most, their top 5 side by side.
 
 The page is one file that works offline and can be mailed around: CSS is
 inline, charts are inline SVG, images are ``data:image/jpeg;base64`` thumbnails,
@@ -29,7 +33,7 @@ import numbers
 import os
 from typing import Dict, List, Optional, Sequence, Tuple
 
-__all__ = ["render_html", "write_html_report"]
+__all__ = ["render_html", "write_html_report", "render_comparison_html", "write_comparison_html"]
 
 DEFAULT_COLUMNS = ("P@1", "P@5", "R@1", "R@5", "mAP@10")
 HIT_COLOUR = "#1a7f37"    # green: same instance as the query
@@ -80,6 +84,13 @@ figcaption { font-size: 12px; line-height: 1.3; overflow-wrap: anywhere; }
 .placeholder { display: flex; align-items: center; justify-content: center; text-align: center;
                background: #d0d7de; color: #424a53; font-size: 12px; padding: 6px; }
 .legend-key { display: inline-block; width: 12px; height: 12px; border: 3px solid; vertical-align: -2px; }
+.ci { color: var(--muted); font-size: 12px; }
+.thumb.unknown { border-color: #8c959f; }
+.pair { display: grid; grid-template-columns: max-content 1fr; gap: 6px 10px; align-items: center; }
+.pair .label { font-weight: 700; font-size: 13px; white-space: nowrap; }
+.comparison td.better { color: var(--hit); font-weight: 700; }
+.comparison td.worse { color: var(--miss); font-weight: 700; }
+tr.first td { border-top: 2px solid #8c959f; }
 """ % {"hit": HIT_COLOUR, "miss": MISS_COLOUR, "query": QUERY_COLOUR}
 
 
@@ -274,6 +285,33 @@ def _header(report: dict) -> str:
     return "".join(out)
 
 
+def _interval(bounds) -> Optional[Tuple[float, float]]:
+    """(low, high) from a [low, high] pair of finite numbers, else None."""
+    if not isinstance(bounds, (list, tuple)) or len(bounds) != 2:
+        return None
+    low, high = _number(bounds[0]), _number(bounds[1])
+    return None if low is None or high is None else (low, high)
+
+
+def _cell(value, intervals, column: str) -> str:
+    """A table cell: the value in percent and, when known, its interval below."""
+    text = _percent(value)
+    bounds = _interval(intervals.get(column)) if isinstance(intervals, dict) else None
+    if bounds is not None and text != "—":
+        text += f' <span class="ci">[{100 * bounds[0]:.2f}, {100 * bounds[1]:.2f}]</span>'
+    return f"<td>{text}</td>"
+
+
+def _interval_note(report: dict) -> str:
+    settings = report.get("bootstrap") if isinstance(report.get("bootstrap"), dict) else {}
+    resamples, seed = _number(settings.get("resamples")), settings.get("seed")
+    if not resamples:
+        return ""
+    return (f'<p class="muted">In brackets: 95% bootstrap intervals over queries (percentile method, '
+            f"{int(resamples)} resamples, seed {_e(seed)}; the Average row resamples every dataset "
+            "independently). With few queries a point or two is often within them.</p>")
+
+
 def _leaderboard(report: dict, datasets: List[dict], columns: List[str]) -> str:
     out = ['<section id="leaderboard"><h2>Leaderboard</h2>',
            '<p class="muted">Percent, two decimals; the Average row is the mean over datasets.</p>',
@@ -283,12 +321,13 @@ def _leaderboard(report: dict, datasets: List[dict], columns: List[str]) -> str:
     for index, dataset in enumerate(datasets):
         metrics = dataset.get("metrics") if isinstance(dataset.get("metrics"), dict) else {}
         out.append(f'<tr><td><a href="#dataset-{index}">{_e(dataset.get("name", "?"))}</a></td>')
-        out += [f"<td>{_percent(metrics.get(c))}</td>" for c in columns]
+        out += [_cell(metrics.get(c), dataset.get("ci95"), c) for c in columns]
         out.append("</tr>")
     average = report.get("average") if isinstance(report.get("average"), dict) else {}
     out.append('<tr class="average"><td>Average</td>')
-    out += [f"<td>{_percent(average.get(c))}</td>" for c in columns]
+    out += [_cell(average.get(c), report.get("average_ci95"), c) for c in columns]
     out.append("</tr></tbody></table>")
+    out.append(_interval_note(report))
 
     out.append('<h3>Datasets</h3><div class="table-wrap"><table class="datasets"><thead><tr><th>Dataset</th>'
                '<th class="text">Format</th><th class="text">Path</th><th>Scored queries</th><th>Lone queries</th>'
@@ -310,40 +349,81 @@ def _leaderboard(report: dict, datasets: List[dict], columns: List[str]) -> str:
     return "".join(out)
 
 
+_LEGEND = ('<p class="muted">Each row: the query (blue), then its top results, best first. '
+           f'<span class="legend-key" style="border-color:{HIT_COLOUR}"></span> same instance, '
+           f'<span class="legend-key" style="border-color:{MISS_COLOUR}"></span> different instance.</p>')
+
+
+def _query_figure(query: dict, thumbnails: _Thumbnails, note: str = "") -> str:
+    query_id = query.get("instance_id")
+    crop = query.get("crop")
+    crop_note = ""
+    if crop is not None:
+        crop_note = "<br>crop " + _e(",".join(str(v) for v in crop) if isinstance(crop, (list, tuple)) else crop)
+    return ('<figure class="query">' +
+            thumbnails.html(query.get("path", ""), crop, "query", f"query, instance {query_id}") +
+            f"<figcaption><b>query</b><br>id {_e(query_id)}{crop_note}{note}</figcaption></figure>")
+
+
+def _result_figures(results, thumbnails: _Thumbnails) -> str:
+    """Thumbnails of ranked results: green border for the query's instance, red
+    for another, grey when the run did not record instance ids."""
+    out = []
+    for rank, result in enumerate(results or [], start=1):
+        if not isinstance(result, dict):
+            continue
+        known = result.get("relevant") is not None
+        relevant = bool(result.get("relevant"))
+        verdict = ("hit" if relevant else "miss") if known else "unknown"
+        score = _number(result.get("score"))
+        score_text = "—" if score is None else f"{score:.3f}"
+        which = ("same" if relevant else "different") if known else "unknown"
+        out.append(f'<figure class="result" data-relevant="{("true" if relevant else "false") if known else ""}">')
+        out.append(thumbnails.html(result.get("path", ""), result.get("crop"), verdict,
+                                   f"rank {rank}, instance {result.get('instance_id')}, {which} instance"))
+        out.append(f"<figcaption>#{rank} · {score_text}<br>id {_e(result.get('instance_id'))}"
+                   "</figcaption></figure>")
+    return "".join(out)
+
+
 def _samples(samples, thumbnails: _Thumbnails) -> str:
     if not isinstance(samples, (list, tuple)) or not samples:
         return '<p class="muted">No sample queries.</p>'
-    out = ['<p class="muted">Each row: the query (blue), then its top results, best first. '
-           f'<span class="legend-key" style="border-color:{HIT_COLOUR}"></span> same instance, '
-           f'<span class="legend-key" style="border-color:{MISS_COLOUR}"></span> different instance.</p>',
-           '<div class="samples">']
+    out = [_LEGEND, '<div class="samples">']
     for sample in samples:
         if not isinstance(sample, dict):
             continue
         query = sample.get("query") if isinstance(sample.get("query"), dict) else {}
-        query_id = query.get("instance_id")
-        crop = query.get("crop")
-        crop_note = ""
-        if crop is not None:
-            crop_note = "<br>crop " + _e(",".join(str(v) for v in crop) if isinstance(crop, (list, tuple)) else crop)
-        out.append('<div class="sample"><figure class="query">')
-        out.append(thumbnails.html(query.get("path", ""), crop, "query", f"query, instance {query_id}"))
-        out.append(f"<figcaption><b>query</b><br>id {_e(query_id)}{crop_note}</figcaption></figure>")
-        for rank, result in enumerate(sample.get("results") or [], start=1):
-            if not isinstance(result, dict):
-                continue
-            relevant = bool(result.get("relevant"))
-            verdict = "hit" if relevant else "miss"
-            score = _number(result.get("score"))
-            score_text = "—" if score is None else f"{score:.3f}"
-            out.append(f'<figure class="result" data-relevant="{"true" if relevant else "false"}">')
-            out.append(thumbnails.html(result.get("path", ""), result.get("crop"), verdict,
-                                       f"rank {rank}, instance {result.get('instance_id')}, "
-                                       f"{'same' if relevant else 'different'} instance"))
-            out.append(f"<figcaption>#{rank} · {score_text}<br>id {_e(result.get('instance_id'))}"
-                       "</figcaption></figure>")
+        ap = _number(sample.get("ap"))
+        note = "" if ap is None else f"<br>AP@10 {100 * ap:.2f}"
+        out.append('<div class="sample">' + _query_figure(query, thumbnails, note))
+        out.append(_result_figures(sample.get("results"), thumbnails))
         out.append("</div>")
     out.append("</div>")
+    return "".join(out)
+
+
+def _failures(dataset: dict, thumbnails: _Thumbnails) -> str:
+    """The dataset's lowest-AP queries and its most confused instance pairs."""
+    lowest, confusions = dataset.get("lowest_ap_queries"), dataset.get("confusions")
+    if not lowest and not confusions:
+        return ""
+    out = ['<h3>Where the model fails</h3>']
+    if isinstance(lowest, (list, tuple)) and lowest:
+        out.append('<p class="muted">The queries with the lowest AP@10 and their top results.</p>')
+        out.append(_samples(lowest, thumbnails).replace('<div class="samples">', '<div class="samples failures">', 1))
+    if isinstance(confusions, (list, tuple)) and confusions:
+        out.append(f'<p class="muted">Instance pairs most often confused: the query\'s instance, the different '
+                   f'instance ranked first, and how many queries did so ({_count(dataset.get("rank1_errors"))} '
+                   "queries with a wrong first result in all).</p>")
+        out.append('<table class="confusions"><thead><tr><th>Query instance</th><th class="text">Wrong instance '
+                   "at rank 1</th><th>Queries</th></tr></thead><tbody>")
+        for pair in confusions:
+            if isinstance(pair, dict):
+                out.append(f'<tr><td>{_e(pair.get("query_instance"))}</td>'
+                           f'<td class="text">{_e(pair.get("retrieved_instance"))}</td>'
+                           f'<td>{_count(pair.get("count"))}</td></tr>')
+        out.append("</tbody></table>")
     return "".join(out)
 
 
@@ -354,7 +434,7 @@ def _dataset_section(index: int, dataset: dict, samples, thumbnails: _Thumbnails
            f'(no match in the gallery, excluded) of {_count(dataset.get("total_queries"))}; gallery of '
            f'{_count(dataset.get("gallery_size"))} images.</p>',
            _chart(dataset.get("curves"), f"{name}: P@k, R@k and HitRate@k for k = 1..10"),
-           "<h3>Sample queries</h3>", _samples(samples, thumbnails), "</section>"]
+           "<h3>Sample queries</h3>", _samples(samples, thumbnails), _failures(dataset, thumbnails), "</section>"]
     return "".join(out)
 
 
@@ -401,7 +481,137 @@ def render_html(report: dict, samples: dict, *, thumbnail_size: int = 128) -> st
 def write_html_report(path, report: dict, samples: dict, *, thumbnail_size: int = 128) -> None:
     """Render the page and write it to ``path`` atomically (``path + ".tmp"``, then
     ``os.replace``), so a reader never sees half a page. Creates the parent folder."""
-    page = render_html(report, samples, thumbnail_size=thumbnail_size)
+    _write_page(path, render_html(report, samples, thumbnail_size=thumbnail_size))
+
+
+# --------------------------------------------------------------------------- comparison page
+
+def _signed_points(value) -> str:
+    number = _number(value)
+    return "—" if number is None else f"{100.0 * number:+.2f}"
+
+
+def _p_text(value) -> str:
+    number = _number(value)
+    if number is None:
+        return "—"
+    return f"{number:.1e}" if number < 0.001 else f"{number:.3f}"
+
+
+def _comparison_table(report: dict, columns: List[str]) -> str:
+    out = ['<section id="comparison"><h2>B − A</h2>',
+           '<p class="muted">Percent; differences in percentage points, green where B is higher and the interval '
+           "excludes 0, red where B is lower and it excludes 0.</p>",
+           '<div class="table-wrap"><table class="comparison"><thead><tr><th>Dataset</th><th class="text">Metric</th>'
+           "<th>A</th><th>B</th><th>B − A</th><th>95% interval of B − A</th><th>p</th></tr></thead><tbody>"]
+    datasets = [d for d in (report.get("datasets") or []) if isinstance(d, dict)]
+    rows = [(d.get("name", "?"), d.get("metrics"), f"cmp-{i}") for i, d in enumerate(datasets)]
+    rows.append(("Average", report.get("average"), None))
+    for name, table, anchor in rows:
+        table = table if isinstance(table, dict) else {}
+        for position, column in enumerate(columns):
+            cell = table.get(column) if isinstance(table.get(column), dict) else {}
+            bounds = _interval(cell.get("ci95"))
+            verdict = ""
+            if bounds is not None and bounds[0] > 0:
+                verdict = ' class="better"'
+            elif bounds is not None and bounds[1] < 0:
+                verdict = ' class="worse"'
+            interval = "—" if bounds is None else f"[{100 * bounds[0]:+.2f}, {100 * bounds[1]:+.2f}]"
+            label = _e(name) if anchor is None else f'<a href="#{anchor}">{_e(name)}</a>'
+            row_class = ' class="first"' if position == 0 else ""
+            out.append(f'<tr{row_class}><td>{label if position == 0 else ""}</td><td class="text">{_e(column)}</td>'
+                       f"<td>{_percent(cell.get('a'))}</td><td>{_percent(cell.get('b'))}</td>"
+                       f"<td{verdict}>{_signed_points(cell.get('diff'))}</td><td>{interval}</td>"
+                       f"<td>{_p_text(cell.get('p'))}</td></tr>")
+    out.append("</tbody></table></div>")
+    boot = report.get("bootstrap") if isinstance(report.get("bootstrap"), dict) else {}
+    perm = report.get("permutation_test") if isinstance(report.get("permutation_test"), dict) else {}
+    out.append(f'<p class="muted">Interval: paired bootstrap over queries (percentile method, '
+               f'{_count(boot.get("resamples"))} resamples, seed {_e(boot.get("seed"))}; the Average resamples every '
+               f'dataset independently). p: two-sided sign-flip permutation test of the mean per-query difference '
+               f'({_count(perm.get("permutations"))} random sign assignments, seed {_e(perm.get("seed"))}), '
+               "p = (1 + #{|T*| ≥ |T|}) / (1 + permutations).</p></section>")
+    return "".join(out)
+
+
+def _comparison_header(report: dict) -> str:
+    title = report.get("title") or "Retrieval comparison"
+    runs = report.get("runs") if isinstance(report.get("runs"), dict) else {}
+    out = [f"<header><h1>{_e(title)}</h1>"]
+    if report.get("created"):
+        out.append(f'<div class="muted">created {_e(report["created"])}</div>')
+    if any(isinstance(r, dict) and r.get("random_weights") for r in runs.values()):
+        out.append('<div class="notice" id="random-weights">A model has random weights — its numbers are not '
+                   "meaningful (they only show that the pipeline runs).</div>")
+    out.append('</header><section class="facts">')
+    for key in ("a", "b"):
+        run = runs.get(key) if isinstance(runs.get(key), dict) else {}
+        sha = str(run.get("sha256") or "")
+        out.append(f"<div><h3>Model {key.upper()}</h3>" + _facts([
+            ("model", _e(run.get("model") or "—")), ("run", _e(run.get("folder") or "—")),
+            ("sha256", f'<code title="{_e(sha)}">{_e(sha[:12]) or "—"}</code>'),
+            ("weights", "random (not trained)" if run.get("random_weights") else "from checkpoint")]) + "</div>")
+    out.append("</section>")
+    return "".join(out)
+
+
+def _disagreements(dataset: dict, thumbnails: _Thumbnails) -> str:
+    samples = dataset.get("disagreements")
+    if not isinstance(samples, (list, tuple)) or not samples:
+        return '<p class="muted">No scored query to show.</p>'
+    out = [_LEGEND.replace("then its top results", "then each model's top results"), '<div class="samples">']
+    for sample in samples:
+        if not isinstance(sample, dict):
+            continue
+        query = sample.get("query") if isinstance(sample.get("query"), dict) else {}
+        ap = sample.get("ap") if isinstance(sample.get("ap"), dict) else {}
+        out.append('<div class="sample disagreement">' + _query_figure(query, thumbnails) + '<div class="pair">')
+        for key in ("a", "b"):
+            value = _number(ap.get(key))
+            out.append(f'<div class="label">{key.upper()}<br><span class="muted">AP@10 '
+                       f'{"—" if value is None else f"{100 * value:.2f}"}</span></div>'
+                       f'<div class="sample" data-model="{key}">{_result_figures(sample.get(key), thumbnails)}</div>')
+        out.append("</div></div>")
+    out.append("</div>")
+    return "".join(out)
+
+
+def render_comparison_html(report: dict, *, thumbnail_size: int = 96) -> str:
+    """The comparison page (from compare.compare_runs's report) as one HTML
+    string: both models, the table of differences with intervals and p-values,
+    and per dataset the queries where the models disagree most with both top 5s.
+    The same rules as render_html: offline, escaped, never raises for a bad image."""
+    if isinstance(thumbnail_size, bool) or not isinstance(thumbnail_size, int) or thumbnail_size < 16:
+        raise ValueError(f"thumbnail_size must be an integer of at least 16 pixels, got {thumbnail_size!r}")
+    if not isinstance(report, dict):
+        raise TypeError(f"report must be a dict (comparison_report.json), got {type(report).__name__}")
+    columns = [str(c) for c in (report.get("columns") or DEFAULT_COLUMNS)]
+    datasets = [d for d in (report.get("datasets") or []) if isinstance(d, dict)]
+    thumbnails = _Thumbnails(thumbnail_size)
+    body = [_comparison_header(report), _comparison_table(report, columns)]
+    for index, dataset in enumerate(datasets):
+        body.append(f'<section class="dataset" id="cmp-{index}"><h2>{_e(dataset.get("name", "?"))}</h2>'
+                    f'<p>{_count(dataset.get("num_queries"))} scored queries of {_count(dataset.get("total_queries"))}.'
+                    " The queries where the models disagree most (largest AP@10 difference, then fewest top-5 images "
+                    "in common):</p>" + _disagreements(dataset, thumbnails) + "</section>")
+    body.append('<footer class="muted"><p>Written by perception_retrieval; self-contained, works offline.'
+                "</p></footer>")
+    title = report.get("title") or "Retrieval comparison"
+    return ("<!DOCTYPE html>\n"
+            '<html lang="en"><head><meta charset="utf-8">'
+            f'<meta http-equiv="Content-Security-Policy" content="{_CSP}">'
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{_e(title)}</title><style>{_CSS}</style></head>\n"
+            f'<body style="--thumb: {thumbnail_size}px">\n' + "\n".join(body) + "\n</body></html>\n")
+
+
+def write_comparison_html(path, report: dict, *, thumbnail_size: int = 96) -> None:
+    """render_comparison_html written atomically, like write_html_report."""
+    _write_page(path, render_comparison_html(report, thumbnail_size=thumbnail_size))
+
+
+def _write_page(path, page: str) -> None:
     path = os.fspath(path)
     parent = os.path.dirname(path)
     if parent:

@@ -202,6 +202,34 @@ class Report:
         self._report.add_fractions(dataset, fractions, int(result["num_queries"]),
                                    int(result["lone_queries"]), str(result["ap_normalizer"]))
 
+    def set_intervals(self, dataset: str, intervals: Mapping) -> None:
+        """Intervals for a dataset already added: {column: (low, high)} as
+        fractions (a column missing or None: no interval). Shown in brackets
+        beside each value in to_markdown(), as extra columns in to_csv()."""
+        self._report.set_intervals(dataset, self._bounds(intervals, f"set_intervals({dataset!r})"))
+
+    def set_average_intervals(self, intervals: Mapping) -> None:
+        """Intervals for the Average row, as in set_intervals()."""
+        self._report.set_average_intervals(self._bounds(intervals, "set_average_intervals"))
+
+    def set_interval_method(self, level: float, resamples: int, seed: int) -> None:
+        """How the intervals were made (named in the footnote and the CSV)."""
+        self._report.set_interval_method(float(level), int(resamples), int(seed))
+
+    def _bounds(self, intervals: Mapping, where: str) -> list:
+        if not isinstance(intervals, Mapping):
+            raise TypeError(f"Report.{where}: intervals must be a dict {{column: (low, high)}}, "
+                            f"got {type(intervals).__name__}")
+        unknown = [key for key in intervals if key not in self.columns]
+        if unknown:
+            raise ValueError(f"Report.{where}: {', '.join(map(str, unknown))} not among the columns "
+                             f"{', '.join(self.columns)}")
+        out = []
+        for column in self.columns:
+            bounds = intervals.get(column)
+            out.append((float("nan"), float("nan")) if bounds is None else (float(bounds[0]), float(bounds[1])))
+        return out
+
     @property
     def columns(self) -> list:
         return list(self._report.columns)

@@ -91,6 +91,39 @@ void Report::add(const std::string& dataset, const std::map<std::string, double>
   add_row(dataset, std::move(values), num_queries, lone_queries, ap_normalizer);
 }
 
+void Report::set_intervals(const std::string& dataset, std::vector<stats::Interval> intervals) {
+  check_intervals("Report::set_intervals(\"" + dataset + "\")", intervals);
+  for (auto& row : rows_) {
+    if (row.dataset == dataset) {
+      row.intervals = std::move(intervals);
+      return;
+    }
+  }
+  throw InvalidArgumentError("Report::set_intervals: no dataset \"" + dataset + "\" in the report; add() it first");
+}
+
+void Report::set_average_intervals(std::vector<stats::Interval> intervals) {
+  check_intervals("Report::set_average_intervals", intervals);
+  average_intervals_ = std::move(intervals);
+}
+
+void Report::set_interval_method(const IntervalMethod& method) {
+  if (!(method.level > 0.0 && method.level < 1.0) || method.resamples < 0) {
+    throw InvalidArgumentError("Report::set_interval_method: level must lie in (0, 1) and resamples be >= 0, got "
+                                "level " + std::to_string(method.level) + ", resamples " +
+                                std::to_string(method.resamples));
+  }
+  method_ = method;
+}
+
+bool Report::has_intervals() const {
+  if (!average_intervals_.empty()) return true;
+  for (const auto& row : rows_) {
+    if (!row.intervals.empty()) return true;
+  }
+  return false;
+}
+
 std::vector<double> Report::average() const {
   std::vector<double> means(columns_.size(), rows_.empty() ? std::nan("") : 0.0);
   for (const auto& row : rows_) {
@@ -106,13 +139,20 @@ std::string Report::to_markdown() const {
   out += "\n|---|";
   for (size_t j = 0; j < columns_.size(); ++j) out += "---|";
   out += "\n";
-  auto line = [&](const std::string& name, const std::vector<double>& fractions) {
+  auto line = [&](const std::string& name, const std::vector<double>& fractions,
+                  const std::vector<stats::Interval>& intervals) {
     out += "| " + escape_markdown(name) + " |";
-    for (double value : fractions) out += " " + percent(value) + " |";
+    for (size_t j = 0; j < fractions.size(); ++j) {
+      out += " " + percent(fractions[j]);
+      if (j < intervals.size() && !std::isnan(intervals[j].low)) {
+        out += " [" + percent(intervals[j].low) + ", " + percent(intervals[j].high) + "]";
+      }
+      out += " |";
+    }
     out += "\n";
   };
-  for (const auto& row : rows_) line(row.dataset, row.fractions);
-  line("Average", average());
+  for (const auto& row : rows_) line(row.dataset, row.fractions, row.intervals);
+  line("Average", average(), average_intervals_);
   out += "\nValues in percent. AP@k divided by " + std::string(formula(ap_normalizer_)) +
          " (ap_normalizer=" + name(ap_normalizer_) + "). Queries scored / lone (R = 0, excluded):";
   for (size_t i = 0; i < rows_.size(); ++i) {
@@ -120,22 +160,50 @@ std::string Report::to_markdown() const {
            std::to_string(rows_[i].num_queries) + " / " + std::to_string(rows_[i].lone_queries);
   }
   out += rows_.empty() ? " none.\n" : ".\n";
+  if (has_intervals()) out += "In brackets: " + interval_description() + ".\n";
   return out;
 }
 
-std::string Report::to_csv() const {
-  std::string out = "dataset";
-  for (const auto& column : columns_) out += "," + quote_csv(column);
-  out += ",queries,lone_queries,ap_normalizer\n";
-  for (const auto& row : rows_) {
-    out += quote_csv(row.dataset);
-    for (double value : row.fractions) out += "," + percent(value, "");
-    out += "," + std::to_string(row.num_queries) + "," + std::to_string(row.lone_queries) + "," +
-           name(ap_normalizer_) + "\n";
+std::string Report::interval_description() const {
+  std::string out = std::to_string(static_cast<int>(std::lround(method_.level * 100))) +
+                    "% bootstrap intervals over queries (percentile method";
+  if (method_.resamples > 0) {
+    out += ", " + std::to_string(method_.resamples) + " resamples, seed " + std::to_string(method_.seed);
   }
-  out += "Average";
-  for (double value : average()) out += "," + percent(value, "");
-  out += ",,," + std::string(name(ap_normalizer_)) + "\n";
+  return out + "; the Average row resamples every dataset independently)";
+}
+
+std::string Report::to_csv() const {
+  const bool intervals = has_intervals();
+  const std::string level = "ci" + std::to_string(static_cast<int>(std::lround(method_.level * 100)));
+  std::string out = "dataset";
+  for (const auto& column : columns_) {
+    out += "," + quote_csv(column);
+    if (intervals) out += "," + quote_csv(column + " " + level + " low") + "," + quote_csv(column + " " + level + " high");
+  }
+  out += ",queries,lone_queries,ap_normalizer";
+  out += intervals ? ",bootstrap_resamples,bootstrap_seed\n" : "\n";
+  const std::string method = intervals ? "," + std::to_string(method_.resamples) + "," + std::to_string(method_.seed)
+                                       : std::string();
+  auto values = [&](const std::vector<double>& fractions, const std::vector<stats::Interval>& row_intervals) {
+    std::string cells;
+    for (size_t j = 0; j < fractions.size(); ++j) {
+      cells += "," + percent(fractions[j], "");
+      if (intervals) {
+        const bool known = j < row_intervals.size();
+        cells += "," + percent(known ? row_intervals[j].low : std::nan(""), "") + "," +
+                 percent(known ? row_intervals[j].high : std::nan(""), "");
+      }
+    }
+    return cells;
+  };
+  for (const auto& row : rows_) {
+    out += quote_csv(row.dataset) + values(row.fractions, row.intervals);
+    out += "," + std::to_string(row.num_queries) + "," + std::to_string(row.lone_queries) + "," +
+           name(ap_normalizer_) + method + "\n";
+  }
+  out += "Average" + values(average(), average_intervals_);
+  out += ",,," + std::string(name(ap_normalizer_)) + method + "\n";
   return out;
 }
 
@@ -151,7 +219,9 @@ std::string Report::to_json() const {
       out += ", " + quote_json(columns_[j]) + ": " + percent(row.fractions[j], "null");
     }
     out += ", \"queries\": " + std::to_string(row.num_queries) +
-           ", \"lone_queries\": " + std::to_string(row.lone_queries) + "}";
+           ", \"lone_queries\": " + std::to_string(row.lone_queries);
+    if (!row.intervals.empty()) out += ", \"ci\": " + intervals_json(row.intervals);
+    out += "}";
   }
   out += rows_.empty() ? "],\n" : "\n  ],\n";
   out += "  \"average\": {";
@@ -159,7 +229,16 @@ std::string Report::to_json() const {
   for (size_t j = 0; j < columns_.size(); ++j) {
     out += (j ? ", " : "") + quote_json(columns_[j]) + ": " + percent(means[j], "null");
   }
-  out += "}\n}\n";
+  if (!average_intervals_.empty()) out += ", \"ci\": " + intervals_json(average_intervals_);
+  out += "}";
+  if (has_intervals()) {
+    char level[32];
+    std::snprintf(level, sizeof level, "%.10g", method_.level);
+    out += ",\n  \"intervals\": {\"level\": " + std::string(level) + ", \"resamples\": " +
+           std::to_string(method_.resamples) + ", \"seed\": " + std::to_string(method_.seed) +
+           ", \"method\": " + quote_json(interval_description()) + "}";
+  }
+  out += "\n}\n";
   return out;
 }
 
@@ -184,7 +263,33 @@ void Report::add_row(const std::string& dataset, std::vector<double> fractions, 
     }
   }
   ap_normalizer_ = normalizer;
-  rows_.push_back(Row{dataset, std::move(fractions), num_queries, lone_queries});
+  rows_.push_back(Row{dataset, std::move(fractions), num_queries, lone_queries, {}});
+}
+
+std::string Report::intervals_json(const std::vector<stats::Interval>& intervals) const {
+  std::string out = "{";
+  for (size_t j = 0; j < columns_.size() && j < intervals.size(); ++j) {
+    out += (j ? ", " : "") + quote_json(columns_[j]) + ": ";
+    out += std::isnan(intervals[j].low) ? "null"
+                                        : "[" + percent(intervals[j].low) + ", " + percent(intervals[j].high) + "]";
+  }
+  return out + "}";
+}
+
+void Report::check_intervals(const std::string& where, const std::vector<stats::Interval>& intervals) const {
+  if (intervals.size() != columns_.size()) {
+    throw InvalidArgumentError(where + ": " + std::to_string(intervals.size()) + " intervals for " +
+                                std::to_string(columns_.size()) + " columns; give one per column (NaN for none)");
+  }
+  for (size_t j = 0; j < intervals.size(); ++j) {
+    const auto& interval = intervals[j];
+    if (std::isnan(interval.low) && std::isnan(interval.high)) continue;
+    if (!(interval.low >= 0.0 && interval.high <= 1.0 && interval.low <= interval.high)) {
+      throw InvalidArgumentError(where + ": " + columns_[j] + " interval [" + std::to_string(interval.low) + ", " +
+                                  std::to_string(interval.high) + "] is not within [0, 1] with low <= high; give "
+                                  "fractions");
+    }
+  }
 }
 
 }  // namespace pe::metrics

@@ -8,6 +8,7 @@
 #include <pybind11/stl.h>
 
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "numpy_arrays.hpp"
@@ -75,6 +76,13 @@ Evaluation evaluate_scores_typed(const py::handle& scores_object, const py::hand
   py::gil_scoped_release release;
   return metrics::evaluate_scores(scores.data(), scores.shape(0), scores.shape(1), query_ids.data(),
                                   gallery_ids.data(), options);
+}
+
+std::vector<stats::Interval> to_intervals(const std::vector<std::pair<double, double>>& bounds) {
+  std::vector<stats::Interval> intervals;
+  intervals.reserve(bounds.size());
+  for (const auto& [low, high] : bounds) intervals.push_back(stats::Interval{low, high});
+  return intervals;
 }
 
 }  // namespace
@@ -166,6 +174,26 @@ void bind_metrics(py::module_& parent) {
           },
           py::arg("dataset"), py::arg("fractions"), py::arg("num_queries"), py::arg("lone_queries"),
           py::arg("ap_normalizer"))
+      .def(
+          "set_intervals",
+          [](metrics::Report& report, const std::string& dataset, const std::vector<std::pair<double, double>>& bounds) {
+            report.set_intervals(dataset, to_intervals(bounds));
+          },
+          py::arg("dataset"), py::arg("intervals"), "one (low, high) fraction pair per column; NaN = none")
+      .def(
+          "set_average_intervals",
+          [](metrics::Report& report, const std::vector<std::pair<double, double>>& bounds) {
+            report.set_average_intervals(to_intervals(bounds));
+          },
+          py::arg("intervals"))
+      .def(
+          "set_interval_method",
+          [](metrics::Report& report, double level, int64_t resamples, uint64_t seed) {
+            report.set_interval_method(metrics::Report::IntervalMethod{level, resamples, seed});
+          },
+          py::arg("level"), py::arg("resamples"), py::arg("seed"))
+      .def("has_intervals", &metrics::Report::has_intervals)
+      .def("interval_description", &metrics::Report::interval_description)
       .def_property_readonly("columns", &metrics::Report::columns)
       .def_property_readonly("datasets",
                              [](const metrics::Report& report) {

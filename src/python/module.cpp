@@ -13,6 +13,7 @@ namespace pe::python {
 void bind_metrics(py::module_& module);
 void bind_image(py::module_& module);
 void bind_retriever(py::module_& module);
+void bind_stats(py::module_& module);
 #ifdef PE_WITH_ENCODER
 void bind_encoder(py::module_& module);
 #endif
@@ -68,6 +69,7 @@ PYBIND11_MODULE(_core, module) {
   pe::python::bind_metrics(module);
   pe::python::bind_image(module);
   pe::python::bind_retriever(module);
+  pe::python::bind_stats(module);
 #ifdef PE_WITH_ENCODER
   pe::python::bind_encoder(module);
 #endif

@@ -7,6 +7,7 @@ numpy similarity (ties by index) and scored by the naive reference metrics.
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -118,13 +119,16 @@ def test_eval_table_matches_independent_computation(tiny_model, trees, tmp_path)
         dataset = datasets.load_spec(spec)
         want, lone = expected_metrics(tiny_model, dataset)
         got = results[dataset.name]
-        assert set(got) == set(COLUMNS)
+        assert set(got) == set(COLUMNS) | {"ci95"}  # the intervals: tests/python/test_stats.py
         for column in COLUMNS:
             assert got[column] == pytest.approx(want[column], abs=1e-9), (dataset.name, column)
+            low, high = got["ci95"][column]
+            assert low <= got[column] <= high
         summary = next(d for d in report["datasets"] if d["name"] == dataset.name)
         assert summary["lone_queries"] == lone
-        # The printed table shows the same numbers in percent.
-        assert f"| {dataset.name} | " + " | ".join(f"{want[c] * 100:.2f}" for c in COLUMNS) + " |" in done.stdout
+        # The printed table shows the same numbers in percent, each with its interval.
+        cells = " | ".join(re.escape(f"{want[c] * 100:.2f}") + r" \[\d+\.\d\d, \d+\.\d\d\]" for c in COLUMNS)
+        assert re.search(f"^\\| {dataset.name} \\| {cells} \\|$", done.stdout, re.M), done.stdout
     assert report["model"]["random_weights"] is True and "random weights" in done.stderr
     assert report["metric_variant"]["ap_normalizer"] == "min_r_k"
     assert report["versions"]["perception_retrieval"]
