@@ -23,12 +23,18 @@ cpp_total=$(sed -nE 's/.* tests? failed out of ([0-9]+).*/\1/p' "$cpp_log" | tai
 cpp_failed=$(sed -nE 's/.*, ([0-9]+) tests? failed out of.*/\1/p' "$cpp_log" | tail -n1)
 cpp_total=${cpp_total:-0}
 cpp_failed=${cpp_failed:-0}
+# Every skipped C++ test with the reason it gave (GoogleTest prints
+# "file:line: Skipped" and the message just before "[  SKIPPED ] name").
+awk '/: Skipped$/ { getline reason; next_reason = reason }
+     /^\[  SKIPPED \] [^ ]+ \([0-9]+ ms\)/ { print "skipped (C++): " $4 ": " next_reason }' \
+  build/cpp/Testing/Temporary/LastTest.log 2>/dev/null || true
 
 echo "== Python tests (pytest, installed package in .venv)"
 junit=build/pytest.xml
 set +e
 # Run from tests/python's parent with the installed package, not python/ in the tree.
-.venv/bin/python -m pytest tests/python -q -p no:cacheprovider --junitxml="$junit" "$@"
+# -rs: every skipped test is listed with its reason.
+.venv/bin/python -m pytest tests/python -q -rs -p no:cacheprovider --junitxml="$junit" "$@"
 py_status=$?
 set -e
 read -r py_total py_failed py_skipped < <(.venv/bin/python - "$junit" <<'PY'

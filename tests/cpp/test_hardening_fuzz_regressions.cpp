@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "../../fuzz/targets.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -23,10 +24,7 @@ namespace fs = std::filesystem;
 
 const fs::path kRegressions = fs::path(PE_TEST_DATA_DIR) / "fuzz_regressions";
 
-std::vector<uint8_t> read_bytes(const fs::path& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::vector<uint8_t>(std::istreambuf_iterator<char>(in), {});
-}
+using pe::test::read_bytes;
 
 std::vector<fs::path> inputs_of(const std::string& harness) {
   std::vector<fs::path> files;
@@ -56,21 +54,13 @@ TEST(FuzzRegressions, ImageInputsReplayCleanly) { replay("fuzz_image", pe::fuzz:
 TEST(FuzzRegressions, IndexInputsReplayCleanly) { replay("fuzz_index", pe::fuzz::index_target); }
 TEST(FuzzRegressions, NpyInputsReplayCleanly) { replay("fuzz_npy", pe::fuzz::npy_target); }
 
-std::string runtime_error_of(const std::function<void()>& call) {
-  try {
-    call();
-  } catch (const std::runtime_error& error) {
-    return error.what();
-  }
-  return "<no error>";
-}
 
 // fuzz_image found: width * height of a PNG header claiming 2^32 - 1 per side
 // overflowed int64 (undefined behaviour; in practice it wrapped negative and
 // slipped past the bomb check). It is a bomb, and the message says how big.
 TEST(FuzzRegressions, PngSidesOf4294967295AreABombNotAnOverflow) {
   const auto data = read_bytes(kRegressions / "fuzz_image" / "png_ihdr_4294967295_squared_overflows_int64");
-  const std::string error = runtime_error_of([&] { pe::image::decode_memory(data.data(), data.size(), "huge.png"); });
+  const std::string error = pe::test::error_of([&] { pe::image::decode_memory(data.data(), data.size(), "huge.png"); });
   EXPECT_NE(error.find("huge.png: the image claims 4294967295 x 4294967295 = 18446744065119617025 pixels"),
             std::string::npos)
       << error;
@@ -81,7 +71,7 @@ TEST(FuzzRegressions, PngSidesOf4294967295AreABombNotAnOverflow) {
 TEST(FuzzRegressions, NpyExtentPastInt64IsAMalformedShape) {
   const fs::path file = kRegressions / "fuzz_npy" / "shape_extent_past_int64";
   const auto data = read_bytes(file);
-  const std::string error = runtime_error_of([&] { pe::detail::npy::parse_header(data.data(), data.size(), "x.npy"); });
+  const std::string error = pe::test::error_of([&] { pe::detail::npy::parse_header(data.data(), data.size(), "x.npy"); });
   EXPECT_NE(error.find("x.npy: malformed shape in .npy header"), std::string::npos) << error;
 }
 
@@ -106,7 +96,7 @@ std::pair<std::string, std::string> split_pair(const fs::path& file, const std::
 TEST(FuzzRegressions, NpyRowCountWhoseByteCountWrapsIsTruncated) {
   const auto files = split_pair(kRegressions / "fuzz_npy" / "rows_2e62_byte_count_wraps", "wraps");
   const std::string vectors = files.first;
-  const std::string error = runtime_error_of([&] { pe::Retriever::from_npy(files.first, files.second); });
+  const std::string error = pe::test::error_of([&] { pe::Retriever::from_npy(files.first, files.second); });
   EXPECT_NE(error.find(vectors + " is truncated: shape (4611686018427387904, 4) needs"), std::string::npos) << error;
 }
 

@@ -29,6 +29,7 @@
 #include <vector>
 
 #include "pe/retriever.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -37,33 +38,9 @@ using pe::Metric;
 using pe::Retriever;
 using pe::Storage;
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("pe_hardening_index_" + std::to_string(::getpid()) + "_" +
-                                         std::to_string(counter_++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  std::vector<std::string> names() const {
-    std::vector<std::string> out;
-    for (const auto& entry : fs::directory_iterator(path_)) out.push_back(entry.path().filename().string());
-    return out;
-  }
+using pe::test::TempDir;
 
- private:
-  fs::path path_;
-  static inline int counter_ = 0;
-};
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
+using pe::test::read_file;
 
 void write_file(const std::string& path, const std::string& bytes) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
@@ -92,16 +69,7 @@ struct LoadErrors {
   std::string memory, file, mapped;
 };
 
-std::string error_of(const std::function<void()>& load) {
-  try {
-    load();
-  } catch (const std::runtime_error& error) {
-    return error.what();
-  } catch (const std::exception& error) {
-    return std::string("unexpected exception type: ") + error.what();
-  }
-  return "";
-}
+using pe::test::error_of;
 
 LoadErrors load_errors(const std::string& bytes, const std::string& path, bool files) {
   LoadErrors errors;

@@ -14,6 +14,7 @@
 #include "pe/error.hpp"
 #include "pe/metrics.hpp"
 #include "pe/report.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -286,14 +287,8 @@ TEST(Metrics, ThreadCountDoesNotChangeResults) {
 
 // --- bad input -----------------------------------------------------------
 
-template <class Fn>
-std::string error_of(Fn&& fn) {
-  try {
-    fn();
-  } catch (const pe::InvalidArgumentError& error) {
-    return error.what();
-  }
-  return "<no pe::InvalidArgumentError thrown>";
+std::string error_of(const std::function<void()>& call) {
+  return pe::test::error_of<pe::InvalidArgumentError>(call);
 }
 
 TEST(MetricsErrors, NameTheArgumentAndTheValue) {

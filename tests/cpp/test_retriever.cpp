@@ -16,6 +16,7 @@
 
 #include "pe/error.hpp"
 #include "pe/retriever.hpp"
+#include "test_support.hpp"
 #include "retriever/kernels.hpp"  // internal: the half conversions are checked directly
 
 namespace {
@@ -431,15 +432,7 @@ TEST(Retriever, HalfConversionMatchesHardware) {
 // ---------------------------------------------------------------------------
 // Errors: a clear message, and the retriever unchanged afterwards.
 
-template <class F>
-std::string error_of(F&& f) {
-  try {
-    f();
-  } catch (const std::exception& error) {
-    return error.what();
-  }
-  return "no error";
-}
+using pe::test::error_of;
 
 TEST(RetrieverErrors, BadArgumentsSayWhatToDo) {
   Retriever retriever(4, Metric::cosine);

@@ -19,6 +19,7 @@
 #include "retriever/npy_format.hpp"
 #include "pe/error.hpp"
 #include "pe/retriever.hpp"
+#include "test_support.hpp"
 
 namespace {
 
@@ -27,34 +28,9 @@ using pe::Metric;
 using pe::Retriever;
 using pe::Storage;
 
-class TempDir {
- public:
-  TempDir() {
-    path_ = fs::temp_directory_path() / ("pe_retriever_io_" + std::to_string(::getpid()) + "_" +
-                                         std::to_string(counter_++));
-    fs::create_directories(path_);
-  }
-  ~TempDir() {
-    std::error_code ignored;
-    fs::remove_all(path_, ignored);
-  }
-  std::string file(const std::string& name) const { return (path_ / name).string(); }
-  size_t entries() const { return static_cast<size_t>(std::distance(fs::directory_iterator(path_), fs::directory_iterator())); }
-
- private:
-  fs::path path_;
-  static inline int counter_ = 0;
-};
-
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  return std::string(std::istreambuf_iterator<char>(in), {});
-}
-
-void write_file(const std::string& path, const std::string& bytes) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(bytes.data(), static_cast<std::streamsize>(bytes.size()));
-}
+using pe::test::read_file;
+using pe::test::TempDir;
+using pe::test::write_file;
 
 Retriever make(int64_t n, int64_t dim, Metric metric, Storage storage, bool metadata, uint32_t seed = 1) {
   std::mt19937 rng(seed);
@@ -128,7 +104,7 @@ TEST(RetrieverFile, RoundTripsCopyAndMmap) {
       }
     }
   }
-  EXPECT_EQ(dir.entries(), 1u);  // no temporary files left behind
+  EXPECT_EQ(dir.names().size(), 1u);  // no temporary files left behind
   const Retriever empty(7, Metric::inner_product);
   empty.save(dir.file("empty.per"));
   expect_same(empty, Retriever::load(dir.file("empty.per")));
@@ -227,7 +203,7 @@ TEST(RetrieverFile, FailedSaveLeavesExistingFileUntouched) {
   ::signal(SIGXFSZ, old_handler);
   EXPECT_NE(error.find("failed"), std::string::npos) << error;
   EXPECT_EQ(read_file(path), before);
-  EXPECT_EQ(dir.entries(), 1u);  // the temporary file was removed
+  EXPECT_EQ(dir.names().size(), 1u);  // the temporary file was removed
   EXPECT_THROW(bigger.save(dir.file("no/such/dir/index.per")), pe::IoError);
   EXPECT_THROW(bigger.save(dir.file("")), pe::InvalidArgumentError);  // a directory
 }

@@ -162,7 +162,9 @@ def test_dynamic_int8_export(tmp_path):
     with torch.no_grad():
         reference = F.normalize(pe_core.build(TINY, seed=4)(images), dim=1)
         cosine = (module(images) * reference).sum(dim=1)
-    assert cosine.min().item() > 0.9
+    # Measured on this tiny model: 0.9987 to 0.9993 (seeds 0-5, 16 images each);
+    # real weights quantize differently, which is why int8 stays opt-in.
+    assert cosine.min().item() > 0.998
 
 
 def test_full_l14_random_init_exports_reloads_and_runs(tmp_path):

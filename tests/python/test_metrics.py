@@ -77,9 +77,17 @@ def test_hornbach_identities_on_generated_data():
     gallery_ids = rng.permutation(500)
     query_ids = rng.integers(0, 500, size=400)
     scores = rng.standard_normal((400, 500)).astype(np.float32)
-    scores[np.arange(400), np.searchsorted(np.sort(gallery_ids), query_ids)] += 2.5  # findable
+    # Boost each query's own product, found by its position in the gallery
+    # (gallery_ids is a permutation, so position != id).
+    own = np.argsort(gallery_ids)[query_ids]
+    assert (gallery_ids[own] == query_ids).all()
+    scores[np.arange(400), own] += 2.5
     result = metrics.evaluate_scores(scores, query_ids, gallery_ids)
-    assert result["R@5"] > 0
+    # R = 1: R@k is the share of queries whose product ranks in the top k.
+    rank_of_own = (scores > scores[np.arange(400), own][:, None]).sum(axis=1)  # no float ties in random normals
+    assert result["R@1"] == pytest.approx(np.mean(rank_of_own < 1), abs=1e-15)
+    assert result["R@5"] == pytest.approx(np.mean(rank_of_own < 5), abs=1e-15)
+    assert 0.2 < result["R@1"] < result["R@5"] < 1  # the boost makes them findable, not trivial
     assert result["P@1"] == result["R@1"]
     assert result["P@5"] == pytest.approx(result["R@5"] / 5, abs=1e-15)
 
