@@ -49,6 +49,7 @@
 #include <string>
 #include <vector>
 
+#include "pe/error.hpp"
 #include "pe/image.hpp"
 
 namespace pe {

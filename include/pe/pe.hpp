@@ -1,7 +1,10 @@
 #pragma once
-// Umbrella header for the header-only part of perception_retrieval (no torch).
+// Umbrella header for perception_retrieval::pe, the torch-free core (link
+// perception_retrieval::pe; the encoder has its own header, pe/encoder.hpp).
 // Thread safety: see each included header.
 
+#include "pe/cpu.hpp"
+#include "pe/error.hpp"
 #include "pe/image.hpp"
 #include "pe/metrics.hpp"
 #include "pe/report.hpp"

@@ -1,6 +1,6 @@
 """Retrieval metrics: P@k, R@k, HitRate@k and AP@k / mAP@k (C++ core, numpy in and out).
 
-Definitions follow the leaderboard protocol (docs/retrieval-protocol.md):
+Definitions follow the leaderboard protocol (docs/metrics.md):
 P@k divides by k, R@k = hits / R with R counting every relevant gallery item,
 AP@k divides by min(R, k) unless ``ap_normalizer`` says ``"r"`` or ``"hits"``.
 Queries with R = 0 ("lone") are excluded from the averages and counted.

@@ -1,7 +1,7 @@
 """PE-Core vision tower (Meta's Perception Encoder) as a scriptable PyTorch module.
 
 The module reproduces the image tower of the official ``core/vision_encoder/pe.py``
-(facebookresearch/perception_models) from the facts in ``docs/pe-core-l14.md``:
+(facebookresearch/perception_models) from the facts in ``docs/model.md``:
 
 * ``state_dict()`` has exactly the official keys and shapes (307 float32 tensors,
   317,151,232 parameters for ``PE-Core-L14-336``) and no buffers, so official
@@ -21,7 +21,7 @@ Forward pass: ``conv1`` patchify -> prepend CLS -> add positional embedding ->
 on q and k of every head) -> ``ln_post`` -> attention pooling (one learned probe,
 ``pool_heads`` heads, then ``x + mlp(layernorm(x))``) -> ``x @ proj``.
 
-Performance notes (CPU, see docs/pe-core-l14.md "Performance facts"):
+Performance notes (CPU, see docs/model.md "Performance facts"):
 the 1/sqrt(head_dim) attention scale is folded into the RoPE tables of q; q, k
 and v are used as strided views of the fused qkv projection (no head copies);
 the RoPE tables are computed once per call and shared by all layers. On the

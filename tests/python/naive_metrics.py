@@ -1,5 +1,5 @@
 """A deliberately plain re-implementation of the retrieval metrics, written from
-docs/retrieval-protocol.md with Python loops and no shared code with the C++
+docs/metrics.md with Python loops and no shared code with the C++
 core. Tests compare the library against it; tests/data/make_metrics_cases.py
 uses it to write the golden cases that the C++ tests read."""
 

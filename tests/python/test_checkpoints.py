@@ -88,7 +88,7 @@ def test_every_layout_loads_and_gives_identical_embeddings(tiny, images, tmp_pat
 
 
 def test_timm_names_follow_the_spec(tiny):
-    """Key mapping written out from docs/pe-core-l14.md, independent of the converter."""
+    """Key mapping written out from docs/model.md, independent of the converter."""
     state = tiny.state_dict()
     timm = checkpoints.official_to_timm(state)
     width = tiny.config.width

@@ -1,7 +1,7 @@
 """PE-Core vision tower: structure, numerics against an independent reference, TorchScript.
 
 The official code does not run on torch 1.13, so the reference below is a
-deliberately plain re-implementation written from docs/pe-core-l14.md: explicit
+deliberately plain re-implementation written from docs/model.md: explicit
 patch loops, per-head attention, RoPE applied pair by pair from angles computed
 in float64, the positional embedding resized with F.interpolate on the patch
 rows. It shares no code with perception_retrieval.pe_core.
