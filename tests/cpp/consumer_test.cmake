@@ -26,6 +26,23 @@ foreach(expected "| toy-catalogue | 66.67 | 33.33 | 27.78 | 66.67 | 50.19 |")
   endif()
 endforeach()
 
+# The same example in a parent project that adds this source tree with
+# add_subdirectory: it builds, runs, and the parent's build type is its own
+# (we set none; the subproject must not force one into the cache).
+run_step("configure the add_subdirectory consumer" ${CMAKE_COMMAND} -S ${PE_SOURCE_DIR}/tests/cpp/subdirectory_consumer
+  -B ${PE_SCRATCH_DIR}/subdirectory -G ${PE_GENERATOR} -DPE_SOURCE_DIR=${PE_SOURCE_DIR})
+file(STRINGS ${PE_SCRATCH_DIR}/subdirectory/CMakeCache.txt build_type REGEX "^CMAKE_BUILD_TYPE:")
+if(NOT build_type STREQUAL "CMAKE_BUILD_TYPE:STRING=")
+  message(FATAL_ERROR "add_subdirectory changed the parent's build type: ${build_type}")
+endif()
+run_step("build the add_subdirectory consumer" ${CMAKE_COMMAND} --build ${PE_SCRATCH_DIR}/subdirectory
+  --target metrics_example)
+run_step("run the add_subdirectory consumer" ${PE_SCRATCH_DIR}/subdirectory/metrics_example)
+string(FIND "${step_output}" "| toy-catalogue | 66.67 | 33.33 | 27.78 | 66.67 | 50.19 |" at)
+if(at EQUAL -1)
+  message(FATAL_ERROR "the add_subdirectory consumer printed no toy-catalogue row:\n${step_output}")
+endif()
+
 # The encoder, when this build has it: embed two images with the tiny model.
 if(PE_TINY_MODEL)
   if(NOT EXISTS ${PE_SCRATCH_DIR}/build/encode_example)
