@@ -108,6 +108,8 @@ def main():
     print("  " + ", ".join(f"{key} {metrics_ours[key] * 100:.2f}" for key in ("P@1", "P@5", "R@1", "R@5", "mAP@10")))
     print(f"FAISS + numpy : {t_peer:8.2f} s  ({flops / t_peer / 1e9:6.1f} GFLOP/s of inner products)")
     print(f"ours          : {t_ours:8.2f} s  ({flops / t_ours / 1e9:6.1f} GFLOP/s)  ratio {t_peer / t_ours:.2f}x")
+    if worst > 1e-9:
+        raise SystemExit(f"the metrics disagree with FAISS + numpy by {worst:.2e} (> 1e-9)")
 
 
 if __name__ == "__main__":

@@ -197,6 +197,18 @@ def main(argv=None) -> int:
     if args.json:
         with open(args.json, "w") as handle:
             json.dump(results, handle, indent=2)
+    # The speed of a wrong forward is no result.
+    eager_scale = outputs["eager"].abs().max().item()
+    if max_diff > 1e-4 * max(eager_scale, 1.0):
+        print(f"FAILED: scripted and eager outputs differ by {max_diff:.2e}", file=sys.stderr)
+        return 1
+    if results.get("onednn_cosine_min", 1.0) < 0.999999:
+        print(f"FAILED: the oneDNN path's embedding cosine is {results['onednn_cosine_min']:.7f} < 0.999999",
+              file=sys.stderr)
+        return 1
+    if results.get("int8_cosine_min", 1.0) < 0.99:
+        print(f"FAILED: int8 embedding cosine {results['int8_cosine_min']:.4f} < 0.99", file=sys.stderr)
+        return 1
     return 0
 
 

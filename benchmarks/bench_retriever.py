@@ -235,6 +235,11 @@ def main():
     if ARGS.json:
         with open(ARGS.json, "w") as out:
             json.dump(results, out, indent=2)
+    # A fast wrong answer is no result: the benchmark fails when the search disagrees with FAISS.
+    if ex["differ_beyond_ties"] > 0:
+        raise SystemExit(f"{ex['differ_beyond_ties']} queries' top-{k} differ from FAISS beyond score ties")
+    if f16["top10_overlap_vs_float32"] < 0.99:
+        raise SystemExit(f"float16 top-10 overlap with float32 is {f16['top10_overlap_vs_float32']:.4f} (< 0.99)")
 
 
 if __name__ == "__main__":
