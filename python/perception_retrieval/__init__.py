@@ -13,7 +13,12 @@ metrics, torch always before the core so both share one LibTorch.
 import importlib as _importlib
 
 from . import errors
-from ._build_info import VERSION as __version__
+
+try:
+    from ._build_info import VERSION as __version__
+except ImportError as _error:  # pragma: no cover - only in an unbuilt source tree
+    raise ImportError("perception_retrieval is not built: install it from the source tree with "
+                      "pip install --no-build-isolation .") from _error
 from .errors import (CancelledError, CorruptFileError, Error, FileNotFoundError, InvalidArgumentError, IoError,
                      UnsupportedFormatError, VersionMismatchError)
 
