@@ -21,6 +21,7 @@ PACKAGES=(
   python3-dev python3-venv python3-pip python3-setuptools python3-wheel python3-pybind11
   python3-numpy python3-pil python3-pytest python3-hypothesis
   python3-faiss                        # the benchmark peer
+  python3-distributed python3-dask     # optional scale-out on a Dask cluster (perception_retrieval.distributed)
   chromium                             # headless check of the HTML report (tests/python/test_html_report.py)
   clang libclang-rt-14-dev llvm        # scripts/fuzz.sh and scripts/sanitize.sh: libFuzzer, ASan/UBSan/TSan
 )
