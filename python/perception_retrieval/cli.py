@@ -2,8 +2,9 @@
 
     perception-retrieval demo   [--out DIR] [--checkpoint PE-Core-L14-336.pt]
     perception-retrieval eval   --model M.pt [--model M2.pt] --dataset NAME=FORMAT:PATH [...] [--out DIR]
+                                [--workers N | --scheduler ADDRESS]
     perception-retrieval compare RUN_A RUN_B --out DIR
-    perception-retrieval encode --model M.pt INPUT --out embeddings.npz
+    perception-retrieval encode --model M.pt INPUT --out embeddings.npz [--workers N | --scheduler ADDRESS]
     perception-retrieval search --model M.pt --gallery embeddings.npz|INPUT QUERY [QUERY ...] [-k 5]
 
 FORMAT is sop, products10k, vprc, manifest or folders (see datasets.py); INPUT
@@ -17,11 +18,16 @@ resamples, 0 = none; --seed). compare reads two eval folders of the same
 datasets and writes the differences B - A with paired intervals and
 permutation p-values; eval with two --model options does both runs and the
 comparison (docs/statistics.md).
+
+--workers N runs encoding and search on a local Dask cluster of N processes,
+--scheduler ADDRESS on an existing one (perception_retrieval.distributed,
+docs/distributed.md); without them Dask is not used.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -39,7 +45,8 @@ def _add_model_options(parser: argparse.ArgumentParser, model_required: bool = T
     parser.add_argument("--model", required=model_required, metavar="M.pt", action="append" if two_models else "store",
                         help="TorchScript model made by perception-retrieval-export" +
                              ("; give it twice (A, then B) to evaluate both and compare them" if two_models else ""))
-    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu)")
+    parser.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (default cpu); on a cluster also "
+                        "'worker': each worker's device from its Dask resources (cuda:N=1 or GPU=1)")
     from .encoder import DEFAULTS
 
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16", "fp32", "fp16", "bf16"),
@@ -82,6 +89,39 @@ def _statistics(args) -> dict:
     return {"bootstrap": args.bootstrap, "seed": args.seed}
 
 
+def _add_cluster_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("cluster (Dask; see docs/distributed.md)")
+    where = group.add_mutually_exclusive_group()
+    where.add_argument("--workers", type=int, metavar="N",
+                       help="encode and search on a local Dask cluster of N worker processes (CPUs split between "
+                            "them; on a cluster --threads counts per worker process)")
+    where.add_argument("--scheduler", metavar="ADDRESS",
+                       help="encode and search on an existing Dask cluster, e.g. tcp://scheduler-host:8786")
+    group.add_argument("--connect-timeout", type=float, default=30.0, metavar="SECONDS",
+                       help="how long to wait for the scheduler and a first worker (default 30)")
+    group.add_argument("--send-model", action="store_true",
+                       help="send the model file to the workers instead of them reading --model's path")
+    group.add_argument("--send-images", action="store_true",
+                       help="send image bytes to the workers instead of them reading the paths")
+
+
+def _cluster_client(args):
+    """A Dask client for --workers/--scheduler, else None (and Dask is not imported)."""
+    if getattr(args, "workers", None) is None and getattr(args, "scheduler", None) is None:
+        if getattr(args, "send_model", False) or getattr(args, "send_images", False):
+            raise ValueError("--send-model and --send-images need --workers or --scheduler")
+        return contextlib.nullcontext(None)
+    if args.connect_timeout <= 0:
+        raise ValueError(f"--connect-timeout must be > 0 seconds, got {args.connect_timeout}")
+    from . import distributed
+
+    return distributed.connect(workers=args.workers, scheduler=args.scheduler, timeout=args.connect_timeout)
+
+
+def _cluster_options(args, client) -> dict:
+    return {} if client is None else {"client": client, "send_model": args.send_model, "send_images": args.send_images}
+
+
 def _evaluation(args, model_path: str, **extra):
     from . import cache, evaluation
 
@@ -91,8 +131,11 @@ def _evaluation(args, model_path: str, **extra):
     # A command-line run owns its process, so it opts in to the process-wide
     # settings a library leaves alone: every CPU for LibTorch, and the
     # allocator tuning the oneDNN path needs (include/pe/encoder.hpp).
+    # On a cluster --threads counts per worker process, and 0 lets each worker
+    # take its share of its host's CPUs (perception_retrieval.distributed).
+    threads = args.threads or (0 if extra.get("client") is not None else usable_cpu_count())
     return evaluation.Evaluation(model_path, device=args.device, dtype=args.dtype, batch_size=args.batch_size,
-                                 threads=args.threads or usable_cpu_count(), decode_threads=args.decode_threads,
+                                 threads=threads, decode_threads=args.decode_threads,
                                  tune_allocator=True, cache_dir=cache_dir,
                                  on_error=args.on_error, **extra)
 
@@ -107,9 +150,10 @@ def run_eval(args: argparse.Namespace) -> int:
     loaded = [datasets.load_spec(spec) for spec in args.dataset]  # every dataset checked before any encoding
     datasets.check_unique_names(loaded)
     out_dir = args.out or _default_out_dir("eval")
-    run = _evaluation(args, args.model, samples=args.samples, ap_normalizer=args.ap_normalizer,
-                      chunk_size=args.chunk_size, **_statistics(args))
-    run.evaluate(loaded, out_dir=out_dir, html=not args.no_html)
+    with _cluster_client(args) as client:
+        run = _evaluation(args, args.model, samples=args.samples, ap_normalizer=args.ap_normalizer,
+                          chunk_size=args.chunk_size, **_statistics(args), **_cluster_options(args, client))
+        run.evaluate(loaded, out_dir=out_dir, html=not args.no_html)
     print(f"reports in {os.path.abspath(out_dir)}" + ("" if args.no_html else
                                                        f" (open {os.path.join(out_dir, 'report.html')})"))
     return 0
@@ -144,12 +188,13 @@ def run_eval_pair(args: argparse.Namespace) -> int:
     datasets.check_unique_names(loaded)
     out_dir = args.out or _default_out_dir("eval")
     folders = _pair_folders(out_dir, args.model)
-    for label, model, folder in zip("AB", args.model, folders):
-        print(f"== model {label}: {model}", flush=True)
-        run = _evaluation(args, model, samples=args.samples, ap_normalizer=args.ap_normalizer,
-                          chunk_size=args.chunk_size, **settings)
-        run.evaluate(loaded, out_dir=folder, html=not args.no_html)
-        del run  # one model in memory at a time
+    with _cluster_client(args) as client:
+        for label, model, folder in zip("AB", args.model, folders):
+            print(f"== model {label}: {model}", flush=True)
+            run = _evaluation(args, model, samples=args.samples, ap_normalizer=args.ap_normalizer,
+                              chunk_size=args.chunk_size, **settings, **_cluster_options(args, client))
+            run.evaluate(loaded, out_dir=folder, html=not args.no_html)
+            del run  # one model in memory at a time
     report = compare.compare_runs(folders[0], folders[1], out_dir, resamples=args.bootstrap,
                                   permutations=args.permutations, seed=args.seed, threads=args.threads,
                                   samples=args.samples, html=not args.no_html, log=_log)
@@ -233,8 +278,9 @@ def _load_input(spec: str):
 def run_encode(args: argparse.Namespace) -> int:
     dataset = _load_input(args.input)
     print(dataset.summary(), file=sys.stderr)
-    run = _evaluation(args, args.model)
-    embeddings, failures, timing = run.embed(dataset.images, dataset.name)
+    with _cluster_client(args) as client:
+        run = _evaluation(args, args.model, **_cluster_options(args, client))
+        embeddings, failures, timing = run.embed(dataset.images, dataset.name)
     keep = np.array([i not in failures for i in range(len(dataset.images))], dtype=bool)
     crops = np.array([ref.crop if ref.crop else (-1, -1, -1, -1) for ref in dataset.images], dtype=np.int64)
     out = os.path.abspath(args.out)
@@ -324,6 +370,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--chunk-size", type=int, default=256, help="images encoded between cache writes")
     evaluate.add_argument("--no-html", action="store_true", help="skip report.html")
     _add_statistics_options(evaluate)
+    _add_cluster_options(evaluate)
     evaluate.set_defaults(run=run_eval_command)
 
     compare = commands.add_parser("compare", help="compare two eval output folders: B - A with intervals and p-values")
@@ -342,6 +389,7 @@ def build_parser() -> argparse.ArgumentParser:
     encode.add_argument("input", metavar="INPUT", help="folder of instance folders, manifest.csv or NAME=FORMAT:PATH")
     encode.add_argument("--out", required=True, metavar="FILE.npz",
                         help="embeddings, paths, instance_ids, crops, model_sha256")
+    _add_cluster_options(encode)
     encode.set_defaults(run=run_encode)
 
     search = commands.add_parser("search", help="top-k gallery images for query images")
@@ -368,7 +416,7 @@ def _claim_process() -> None:
 def main(argv=None) -> int:
     _claim_process()
     args = build_parser().parse_args(argv)
-    for option in ("batch_size", "k", "chunk_size", "instances", "views"):
+    for option in ("batch_size", "k", "chunk_size", "instances", "views", "workers"):
         value = getattr(args, option, None)
         if value is not None and value < 1:
             print(f"perception-retrieval {args.command}: error: --{option.replace('_', '-')} must be >= 1, "

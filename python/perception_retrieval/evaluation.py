@@ -105,6 +105,11 @@ class Evaluation:
     tune_allocator: see Encoder (process-wide; the command line turns it on)
     bootstrap:  resamples for the 95% intervals of every score (0 = none);
     seed:       seed of those resamples (see perception_retrieval.stats).
+    client:     a dask.distributed Client: encoding and search run on its workers
+                (perception_retrieval.distributed; threads is then per worker, 0 =
+                its share of its host's CPUs, and device may be "worker"); scoring
+                stays here. send_model / send_images: ship the model / image bytes
+                from here instead of the workers reading the same paths.
     """
 
     def __init__(self, model_path: str, *, device: str = "cpu", dtype: str = "float32",
@@ -112,7 +117,8 @@ class Evaluation:
                  tune_allocator: bool = False, cache_dir: Optional[str] = None,
                  chunk_size: int = 256, on_error: str = "raise", ap_normalizer: str = "min_r_k",
                  samples: int = 8, log: Log = _stderr,
-                 bootstrap: int = stats.DEFAULT_RESAMPLES, seed: int = stats.DEFAULT_SEED):
+                 bootstrap: int = stats.DEFAULT_RESAMPLES, seed: int = stats.DEFAULT_SEED,
+                 client=None, send_model: bool = False, send_images: bool = False):
         self.bootstrap, self.seed = _bootstrap_settings(bootstrap, seed)
         if on_error not in ("raise", "skip"):
             raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
@@ -125,8 +131,13 @@ class Evaluation:
         self.threads, self.chunk_size, self.on_error = threads, chunk_size, on_error
         self.ap_normalizer, self.samples, self.log = ap_normalizer, samples, log
         self.cache_dir = os.path.abspath(os.path.expanduser(cache_dir)) if cache_dir else None
-        self.encoder = Encoder(self.model_path, device=device, batch_size=batch_size, threads=threads,
-                               decode_threads=decode_threads, dtype=dtype, tune_allocator=tune_allocator)
+        self.client, self.send_model, self.send_images = client, send_model, send_images
+        self.batch_size, self.decode_threads, self.tune_allocator = batch_size, decode_threads, tune_allocator
+        # With a cluster, this encoder only describes the model (metadata, width)
+        # and embeds search queries; the device is the workers' business.
+        self.encoder = Encoder(self.model_path, device=device if client is None else "cpu", batch_size=batch_size,
+                               threads=threads, decode_threads=decode_threads, dtype=dtype,
+                               tune_allocator=tune_allocator)
         self.metadata = self.encoder.metadata
         started = time.perf_counter()
         memo_dir = self.cache_dir or None
@@ -157,6 +168,10 @@ class Evaluation:
     def embed(self, images: Sequence[ImageRef], label: str = "images") -> Tuple[np.ndarray, Dict[int, str], dict]:
         """Embeddings of images (N x D float32, input order), failures {index: reason}
         (rows of failed images are zero; only with on_error="skip"), and timing."""
+        if self.client is not None:
+            from . import distributed
+
+            return distributed.embed(self, images, label)
         dim = self.encoder.embedding_dim
         started = time.perf_counter()
         if self.cache is not None:
@@ -221,6 +236,14 @@ class Evaluation:
 
     # -- search and scoring --------------------------------------------------
 
+    def _rank(self, dataset: Dataset, embeddings: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+        """rank() here, or on the cluster's sharded gallery (bitwise the same)."""
+        if self.client is None:
+            return rank(dataset, embeddings, CURVE_DEPTH, self.threads)
+        from . import distributed
+
+        return distributed.rank(self.client, dataset, embeddings, CURVE_DEPTH, self.threads)
+
     # -- the whole run -------------------------------------------------------
 
     def evaluate_dataset(self, dataset: Dataset) -> Tuple[dict, dict, List[dict]]:
@@ -234,7 +257,7 @@ class Evaluation:
                 self.log(f"  {dataset.images[index]}: {reason}")
             dataset, embeddings = _without_images(dataset, embeddings, set(failures))
         started = time.perf_counter()
-        scores, ranking = rank(dataset, embeddings, CURVE_DEPTH, self.threads)
+        scores, ranking = self._rank(dataset, embeddings)
         timing["search_s"] = time.perf_counter() - started
         started = time.perf_counter()
         result = score(dataset, ranking, ap_normalizer=self.ap_normalizer, threads=self.threads)
