@@ -14,7 +14,8 @@ The cluster is Dask distributed's: its scheduler places the work, moves the
 data and re-runs the tasks of a worker that died. Nothing here replaces it.
 
 Encoding. The images are cut into the chunks the embedding cache writes (256 by
-default). Each chunk is one task; a worker process loads the TorchScript model
+default, fewer images when that would leave workers idle, always whole
+batches). Each chunk is one task; a worker process loads the TorchScript model
 once (kept per process, keyed by the model's sha256 and the settings) and
 encodes its chunks one at a time with pe::Encoder, using cores / (worker
 processes on its host) LibTorch threads unless told otherwise. The client keeps
@@ -633,6 +634,21 @@ def _raise_chunk_error(future, chunk: _Chunk) -> None:
     raise error
 
 
+def balanced_chunk_size(count: int, chunk_size: int, batch_size: int, task_threads: int) -> int:
+    """The chunk size used for `count` images: chunk_size, or smaller when that
+    would leave task threads idle (fewer than two chunks per thread), but
+    always a multiple of batch_size, so that every batch, and so every
+    embedding, is the one a single process makes with chunk_size."""
+    if chunk_size % batch_size or count >= 2 * task_threads * chunk_size:
+        return chunk_size
+    wanted = -(-count // max(1, 2 * task_threads))      # ceil
+    return min(chunk_size, max(batch_size, -(-wanted // batch_size) * batch_size))
+
+
+def _task_threads(client: Client) -> int:
+    return max(1, sum(int(w.get("nthreads", 1)) for w in client.scheduler_info().get("workers", {}).values()))
+
+
 def _model_inputs_check(inputs) -> list:
     if isinstance(inputs, (str, bytes, bytearray, memoryview, os.PathLike, set, frozenset, dict)) or (
             isinstance(inputs, np.ndarray) and inputs.ndim != 4) or not hasattr(inputs, "__iter__"):
@@ -669,6 +685,8 @@ def encode(client: Client, model_path, inputs, batch_size: int = 16, on_error: s
     that worked, rows[i] = the input index of embeddings row i (int64), and
     failures = [(input index, reason), ...] in input order, each once.
 
+    chunk_size:  images per task (up to: fewer when there would be less than two
+                 chunks per task thread; see balanced_chunk_size).
     inputs:      paths, encoded bytes or H x W x 3 uint8 arrays. Paths are read
                  by the workers (shared storage) unless send_images, when the
                  client reads them and sends the bytes.
@@ -709,7 +727,8 @@ def encode(client: Client, model_path, inputs, batch_size: int = 16, on_error: s
 
     chunks = [_Chunk(number, list(range(begin, end)), names[begin:end],
                      (lambda begin=begin, end=end: [source(i) for i in range(begin, end)]))
-              for number, (begin, end) in enumerate(embedding_cache.chunks(len(inputs), chunk_size))]
+              for number, (begin, end) in enumerate(embedding_cache.chunks(
+                  len(inputs), balanced_chunk_size(len(inputs), chunk_size, batch_size, _task_threads(client))))]
     total = len(inputs)
     if progress is None:
         import sys
@@ -782,7 +801,8 @@ def embed(run, images, label: str = "images"):
 
     chunks = [_Chunk(number, todo[begin:end], [str(images[i]) for i in todo[begin:end]],
                      (lambda indices=todo[begin:end]: items(indices)))
-              for number, (begin, end) in enumerate(embedding_cache.chunks(len(todo), run.chunk_size))]
+              for number, (begin, end) in enumerate(embedding_cache.chunks(
+                  len(todo), balanced_chunk_size(len(todo), run.chunk_size, run.batch_size, _task_threads(client))))]
     workers_used = set()
 
     def on_result(chunk: _Chunk, result: dict) -> None:

@@ -230,6 +230,14 @@ def test_query_blocks_stay_on_one_side_of_the_limit():
             assert min(sizes) > limit
 
 
+def test_chunks_shrink_to_keep_workers_busy_in_whole_batches():
+    assert distributed.balanced_chunk_size(10_000, 256, 16, 4) == 256
+    assert distributed.balanced_chunk_size(100, 256, 16, 4) == 16     # ceil(100 / 8) = 13 -> one batch
+    assert distributed.balanced_chunk_size(1000, 256, 16, 2) == 256
+    assert distributed.balanced_chunk_size(600, 256, 16, 2) == 160    # ceil(600 / 4) = 150 -> 10 batches
+    assert distributed.balanced_chunk_size(100, 250, 16, 4) == 250    # not whole batches: left alone
+
+
 def test_merge_keeps_the_tie_rule():
     inf = -np.inf
     first = (np.array([[0.5, 0.5, inf]], np.float32), np.array([[10, 11, -1]]))
