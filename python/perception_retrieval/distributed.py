@@ -85,6 +85,7 @@ DEFAULT_CONNECT_TIMEOUT = 30.0   # seconds to reach a scheduler, and for a first
 _MODEL_FOLDER = "perception-retrieval-models"   # under a worker's local directory (send_model)
 _SIMD_ORDER = ("scalar", "avx2", "avx512")
 _EVENT_INTERVAL = 0.5            # seconds between a worker's progress messages for one chunk
+_INLINE_BYTES = 256 << 10        # arrays up to this size travel inside a search task
 
 
 def _stderr(message: str) -> None:
@@ -873,6 +874,13 @@ class _Piece:
     def __reduce__(self):  # moved or spilled by Dask: the index bytes carry everything
         return (_Piece, (self.retriever, self.first_row))
 
+    def __sizeof__(self) -> int:
+        # What Dask's sizeof() reports, and so what its scheduler weighs when it
+        # places a search: the real size keeps each search beside its piece
+        # (with object's default, ~50 bytes, it would move the piece instead).
+        itemsize = 2 if self.retriever.dtype == "float16" else 4
+        return len(self.ids) * (self.retriever.dim * itemsize + 2 * 8) + 256
+
 
 def _absent_id(ids: np.ndarray) -> int:
     """An int64 that is not among ids (an exclude_ids entry that excludes nothing)."""
@@ -1050,6 +1058,7 @@ class ShardedRetriever:
         self._pieces: List[_PieceRef] = []
         self._size = 0
         self._next_worker = 0
+        self._simd_for: Tuple[frozenset, str] = (frozenset(), simd)   # (workers asked, their common level)
 
     def __len__(self) -> int:
         return self._size
@@ -1120,6 +1129,15 @@ class ShardedRetriever:
         self._size += count
         self._next_worker = (self._next_worker + pieces) % len(workers)
 
+    def _ship(self, array: Optional[np.ndarray]):
+        """Small arrays travel inside the tasks (no extra round trip: a Q = 1
+        search is one submit and one gather); large ones are scattered once
+        and shared by the tasks of every piece."""
+        if array is None or array.nbytes <= _INLINE_BYTES:
+            return array
+        [future] = self.client.scatter([array], hash=False)
+        return future
+
     def _check_pieces(self) -> None:
         if any(piece.future.status == "cancelled" for piece in self._pieces):
             self._lost()
@@ -1137,12 +1155,14 @@ class ShardedRetriever:
             self._lost()
 
     def _common_simd(self) -> str:
-        levels = {level for level in self.client.run(_resolve_simd, self.simd, on_error="return").values()
-                  if isinstance(level, str)}  # a worker that just died answers with an error
-        if len(levels) <= 1:
-            return levels.pop() if levels else self.simd
-        # Different levels sum in different orders: every piece must use one.
-        return min(levels, key=_SIMD_ORDER.index)
+        workers = frozenset(self.client.scheduler_info().get("workers", {}))
+        if self._simd_for[0] != workers:
+            levels = {level for level in self.client.run(_resolve_simd, self.simd, on_error="return").values()
+                      if isinstance(level, str)}  # a worker that just died answers with an error
+            # Different levels sum in different orders: every piece must use one.
+            common = min(levels, key=_SIMD_ORDER.index) if levels else self.simd
+            self._simd_for = (workers, common)
+        return self._simd_for[1]
 
     def search(self, queries: np.ndarray, k: int, exclude_self: bool = False, exclude_ids: Optional[np.ndarray] = None,
                allowed_ids: Optional[np.ndarray] = None, threads: int = 0) -> Tuple[np.ndarray, np.ndarray]:
@@ -1182,25 +1202,19 @@ class ShardedRetriever:
         self._check_pieces()
         simd = self._common_simd()
         host_workers = _host_workers(client)
-        try:
-            holders = client.who_has([piece.future for piece in self._pieces])
-        except (CancelledError, asyncio.CancelledError):
-            self._lost()
-        [allowed_future] = client.scatter([allowed_ids], hash=False) if allowed_ids is not None else [None]
+        allowed = self._ship(allowed_ids)
         blocks = _query_blocks(count, self.dim, self.query_block)
         in_flight = max(2, len(self._workers()))
         pending: List[Tuple[int, int, list]] = []
 
         def submit(begin: int, end: int) -> None:
-            [query_future] = client.scatter([queries[begin:end]], hash=False)
+            block = self._ship(queries[begin:end])
             excluded = exclude_ids[begin:end] if exclude_ids is not None else None
-            parts = []
-            for piece in self._pieces:
-                where = holders.get(piece.future.key) or ()
-                parts.append(client.submit(_search_piece, piece.future, query_future, k,
-                                           begin if exclude_self else None, excluded, allowed_future, threads, simd,
-                                           host_workers, workers=list(where[:1]) or None,
-                                           allow_other_workers=True, pure=False))
+            # No placement is asked for: a piece outweighs a query block, so
+            # the scheduler runs each search where its piece is.
+            parts = [client.submit(_search_piece, piece.future, block, k, begin if exclude_self else None, excluded,
+                                   allowed, threads, simd, host_workers, pure=False)
+                     for piece in self._pieces]
             pending.append((begin, end, parts))
 
         queue = list(blocks)
