@@ -191,9 +191,18 @@ def _connect_scheduler(address: str, timeout: float) -> Client:
         raise ValueError(f"scheduler address {address!r} is not usable: {error}") from None
 
 
+def _scheduler_info(client: Client) -> dict:
+    """The scheduler's description with every worker: since 2025 Dask lists at
+    most 5 unless asked for all (n_workers=-1), which 2022.12 does not take."""
+    try:
+        return client.scheduler_info(n_workers=-1)
+    except TypeError:
+        return client.scheduler_info()
+
+
 def describe(client: Client) -> str:
     """One line about the cluster: scheduler, workers, threads, dashboard."""
-    info = client.scheduler_info()
+    info = _scheduler_info(client)
     workers = info.get("workers", {})
     hosts = len({w.get("host") for w in workers.values()})
     threads = sum(int(w.get("nthreads", 0)) for w in workers.values())
@@ -269,7 +278,7 @@ def check_workers(client: Client, model_path: Optional[str] = None) -> Dict[str,
     """Asks every worker for its perception_retrieval and torch versions (and,
     with model_path, whether it can open that file); raises naming each worker
     that differs from the client or cannot read the model. Returns the reports."""
-    workers = sorted(client.scheduler_info().get("workers", {}))
+    workers = sorted(_scheduler_info(client).get("workers", {}))
     if not workers:
         raise ClusterError(f"the Dask cluster at {client.scheduler.address} has no workers; start some with: "
                            f"python -m dask worker {client.scheduler.address}")
@@ -311,7 +320,7 @@ def check_workers(client: Client, model_path: Optional[str] = None) -> Dict[str,
 
 def _host_workers(client: Client) -> Dict[str, int]:
     """Worker processes per host address: each splits its host's cores evenly."""
-    return dict(Counter(w.get("host") for w in client.scheduler_info().get("workers", {}).values()))
+    return dict(Counter(w.get("host") for w in _scheduler_info(client).get("workers", {}).values()))
 
 
 def _default_threads(worker, host_workers: Dict[str, int]) -> int:
@@ -570,7 +579,7 @@ def _run_chunks(client: Client, model_path: str, model_sha256: str, settings: di
 
     try:
         while queue or pending:
-            limit = max(4, 2 * sum(int(w.get("nthreads", 1)) for w in client.scheduler_info()["workers"].values()))
+            limit = max(4, 2 * sum(int(w.get("nthreads", 1)) for w in _scheduler_info(client)["workers"].values()))
             while queue and len(pending) < limit:
                 chunk = queue.pop()
                 items = chunk.items()
@@ -647,7 +656,7 @@ def balanced_chunk_size(count: int, chunk_size: int, batch_size: int, task_threa
 
 
 def _task_threads(client: Client) -> int:
-    return max(1, sum(int(w.get("nthreads", 1)) for w in client.scheduler_info().get("workers", {}).values()))
+    return max(1, sum(int(w.get("nthreads", 1)) for w in _scheduler_info(client).get("workers", {}).values()))
 
 
 def _model_inputs_check(inputs) -> list:
@@ -1072,7 +1081,7 @@ class ShardedRetriever:
                 f"pieces={len(self._pieces)})")
 
     def _workers(self) -> List[str]:
-        workers = sorted(self.client.scheduler_info().get("workers", {}))
+        workers = sorted(_scheduler_info(self.client).get("workers", {}))
         if not workers:
             raise ClusterError(f"the Dask cluster at {self.client.scheduler.address} has no workers to hold the "
                                "gallery; start some with: python -m dask worker " + str(self.client.scheduler.address))
@@ -1155,7 +1164,7 @@ class ShardedRetriever:
             self._lost()
 
     def _common_simd(self) -> str:
-        workers = frozenset(self.client.scheduler_info().get("workers", {}))
+        workers = frozenset(_scheduler_info(self.client).get("workers", {}))
         if self._simd_for[0] != workers:
             levels = {level for level in self.client.run(_resolve_simd, self.simd, on_error="return").values()
                       if isinstance(level, str)}  # a worker that just died answers with an error
