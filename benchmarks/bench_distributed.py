@@ -28,12 +28,16 @@ import sys
 import tempfile
 import time
 
-import numpy as np
+# Both sides as the command line runs them: idle OpenMP threads sleep (read when
+# torch loads; the local cluster's workers inherit it), glibc keeps freed memory
+# for the oneDNN path (tune_allocator below).
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
-import perception_retrieval as pr  # before torch: OMP_WAIT_POLICY (see perception_retrieval/__init__.py)
-from perception_retrieval import distributed, export
-
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
+
+import perception_retrieval as pr  # noqa: E402
+from perception_retrieval import distributed, export  # noqa: E402
 
 from bench_encoder import write_photos  # benchmarks/ is on sys.path when run as a script
 
@@ -82,18 +86,19 @@ def bench_encode(client, config, count, args, folder, failures):
     model = os.path.join(folder, f"{config}.pt")
     seconds, _ = timed(lambda: export.export(model, config=config, random_init=True, seed=0, verify=False, log=None))
     paths = write_photos(folder, count)
-    cores = os.cpu_count()
+    cores = pr.usable_cpu_count()
     print(f"\n== encode, {config} (random weights), {count} JPEGs 800x600, batch {args.batch_size} "
           f"(export took {seconds:.0f} s)")
-    local = pr.Encoder(model, batch_size=args.batch_size, threads=cores, decode_threads=cores)
+    local = pr.Encoder(model, batch_size=args.batch_size, threads=cores, decode_threads=cores, tune_allocator=True)
     # Two forwards each before timing: the first allocates and the second is
     # where TorchScript's profiling executor optimises the graph.
     warm_up = paths[:args.batch_size * args.workers]
     for _ in range(2):
         local.encode(paths[:args.batch_size])
     first, _ = timed(lambda: distributed.encode(client, model, warm_up, batch_size=args.batch_size,
-                                                chunk_size=args.batch_size))
-    distributed.encode(client, model, warm_up, batch_size=args.batch_size, chunk_size=args.batch_size)
+                                                chunk_size=args.batch_size, tune_allocator=True))
+    distributed.encode(client, model, warm_up, batch_size=args.batch_size, chunk_size=args.batch_size,
+                       tune_allocator=True)
     print(f"cluster first call (each worker loads the model, then one batch): {first:.1f} s")
     print(f"threads: one process {thread_counts()}, decode {cores}; workers (by port) {worker_threads(client)}, "
           f"decode {max(1, cores // args.workers)} each")
@@ -105,7 +110,8 @@ def bench_encode(client, config, count, args, folder, failures):
                 seconds, want = timed(lambda: local.encode(paths))
                 one.append(seconds)
             else:
-                seconds, got = timed(lambda: distributed.encode(client, model, paths, batch_size=args.batch_size))
+                seconds, got = timed(lambda: distributed.encode(client, model, paths, batch_size=args.batch_size,
+                                                                tune_allocator=True))
                 cluster.append(seconds)
     t_one, t_cluster = sum(one), sum(cluster)
     paired = statistics.median(c / o for c, o in zip(cluster, one))
@@ -132,7 +138,7 @@ def bench_search(client, args, failures):
     ids = np.arange(n, dtype=np.int64)
     queries = np.ascontiguousarray(gallery[rng.integers(0, n, args.queries)]
                                    + 0.05 * rng.standard_normal((args.queries, dim), dtype=np.float32))
-    cores = os.cpu_count()
+    cores = pr.usable_cpu_count()
     single = pr.Retriever(dim)
     single.add(gallery, ids)
     sharded = distributed.ShardedRetriever(client, dim, shards=2)
@@ -190,7 +196,8 @@ def main():
     parser.add_argument("--skip-search", action="store_true")
     args = parser.parse_args()
     print(f"load average before: {os.getloadavg()[0]:.2f} (the machine is shared: other processes use the cores)")
-    print(f"cores {os.cpu_count()}; CPU flags {' '.join(cpu_flags())}; Retriever kernels {pr.Retriever.simd()}; "
+    print(f"usable CPUs {pr.usable_cpu_count()}; CPU flags {' '.join(cpu_flags())} (library: {pr.cpu_features()}); "
+          f"Retriever kernels {pr.Retriever.simd()}; "
           f"torch {torch.__version__}; perception_retrieval {pr.__version__}; OMP_WAIT_POLICY "
           f"{os.environ.get('OMP_WAIT_POLICY')}")
     failures = []

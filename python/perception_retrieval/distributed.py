@@ -76,8 +76,8 @@ except ImportError as error:  # pragma: no cover - depends on the install
         f"python3-dask, elsewhere pip install 'dask[distributed]' ({error})"
     ) from error
 
-from . import __version__, cache as embedding_cache, image
-from ._core import Retriever
+from . import __version__, cache as embedding_cache, errors, image
+from ._native import Retriever, usable_cpu_count
 
 Log = Callable[[str], None]
 
@@ -94,13 +94,25 @@ def _stderr(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
-class ClusterError(RuntimeError):
+class ClusterError(errors.Error, RuntimeError):
     """The cluster could not finish the work: the scheduler went away, no
     worker is there, or a chunk kept killing the workers that ran it."""
 
 
-class VersionMismatchError(RuntimeError):
+class VersionMismatchError(errors.VersionMismatchError):
     """A worker runs another perception_retrieval or torch than the client."""
+
+
+class SchedulerUnreachableError(errors.IoError, ConnectionError):
+    """No Dask scheduler answered at the address within the timeout."""
+
+
+def _file_error(error: OSError, message: str) -> errors.IoError:
+    """An OSError met on a worker as the library's error, with a message that
+    names the worker and the path."""
+    if isinstance(error, FileNotFoundError):
+        return errors.FileNotFoundError(message)
+    return errors.IoError(message)
 
 
 # ---------------------------------------------------------------------------
@@ -122,10 +134,10 @@ def connect(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
     `timeout` seconds. The dashboard address is logged when there is one.
     """
     if (workers is None) == (scheduler is None):
-        raise ValueError("connect() takes workers=N (a local cluster) or scheduler=ADDRESS (an existing one), "
+        raise errors.InvalidArgumentError("connect() takes workers=N (a local cluster) or scheduler=ADDRESS (an existing one), "
                          "not both and not neither")
     if timeout <= 0:
-        raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        raise errors.InvalidArgumentError(f"timeout must be > 0 seconds, got {timeout}")
     cluster = None
     saved_environment = dict(os.environ)
     try:
@@ -159,7 +171,7 @@ def connect(workers: Optional[int] = None, scheduler: Optional[str] = None, *,
 
 def _local_cluster(workers: int) -> LocalCluster:
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
-        raise ValueError(f"workers must be an integer >= 1, got {workers!r}")
+        raise errors.InvalidArgumentError(f"workers must be an integer >= 1, got {workers!r}")
     per_worker = max(1, _cpu_count() // workers)
     # Dask starts worker processes with OMP/MKL/OPENBLAS_NUM_THREADS=1 (so that
     # many numpy tasks do not oversubscribe). The encoder sets LibTorch's own
@@ -169,6 +181,10 @@ def _local_cluster(workers: int) -> LocalCluster:
     environ = dict(dask.config.get("distributed.nanny.pre-spawn-environ", {}) or {})
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         environ[name] = per_worker
+    # These processes are this call's, so it chooses for them what the command
+    # line chooses for itself: idle OpenMP threads sleep instead of spinning
+    # (LibTorch's and OpenBLAS's threads share the cores).
+    environ["OMP_WAIT_POLICY"] = "PASSIVE"
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)
@@ -176,19 +192,19 @@ def _local_cluster(workers: int) -> LocalCluster:
 
 def _connect_scheduler(address: str, timeout: float) -> Client:
     if not isinstance(address, str) or not address.strip():
-        raise ValueError(f"scheduler must be an address such as tcp://scheduler-host:8786, got {address!r}")
+        raise errors.InvalidArgumentError(f"scheduler must be an address such as tcp://scheduler-host:8786, got {address!r}")
     address = address.strip()
     if "://" not in address:
         address = "tcp://" + address
     try:
         return Client(address, timeout=timeout)
     except (OSError, TimeoutError, asyncio.TimeoutError) as error:
-        raise ConnectionError(
+        raise SchedulerUnreachableError(
             f"could not reach the Dask scheduler at {address} within {timeout:g} s ({error}); check that "
             "'dask scheduler' runs there, that the port is open from this machine, and the address "
             "(tcp://HOST:PORT, default port 8786)") from None
     except ValueError as error:
-        raise ValueError(f"scheduler address {address!r} is not usable: {error}") from None
+        raise errors.InvalidArgumentError(f"scheduler address {address!r} is not usable: {error}") from None
 
 
 def _scheduler_info(client: Client) -> dict:
@@ -235,10 +251,8 @@ def _client_versions() -> Dict[str, str]:
 
 
 def _cpu_count() -> int:
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """The CPUs this process may use (affinity mask and cgroup quota)."""
+    return max(1, usable_cpu_count())
 
 
 def _where(worker) -> str:
@@ -308,8 +322,7 @@ def check_workers(client: Client, model_path: Optional[str] = None) -> Dict[str,
     unreadable = [(address, report) for address, report in sorted(reports.items()) if "model_error" in report]
     if unreadable:
         kind = unreadable[0][1]["model_error"][0]
-        error_type = {"FileNotFoundError": FileNotFoundError, "PermissionError": PermissionError,
-                      "IsADirectoryError": IsADirectoryError}.get(kind, OSError)
+        error_type = errors.FileNotFoundError if kind == "FileNotFoundError" else errors.IoError
         listed = "; ".join(f"worker {address} (host {report['hostname']}): {report['model_error'][1]}"
                            for address, report in unreadable)
         raise error_type(f"the model file {model_path} cannot be read by {listed}. Put the model on storage every "
@@ -385,12 +398,12 @@ def _model_file(model: dict, model_bytes: Optional[bytes], worker, where: str) -
             digest = embedding_cache.file_sha256(path)
             _model_hashes[memo] = digest
     except OSError as error:
-        raise type(error)(
+        raise _file_error(error, (
             f"{where} cannot read the model file {path}: {error.strerror or error}. Put the model on storage every "
             "worker mounts at the same path, or send it from the client (send_model=True; --send-model on the "
-            "command line)") from None
+            "command line)")) from None
     if digest != model["sha256"]:
-        raise ValueError(f"{where} reads another model file at {path} (sha256 {digest[:16]}) than the client "
+        raise errors.InvalidArgumentError(f"{where} reads another model file at {path} (sha256 {digest[:16]}) than the client "
                          f"(sha256 {model['sha256'][:16]}); copy the client's file there, or send it from the "
                          "client (send_model=True; --send-model)")
     return path
@@ -401,7 +414,7 @@ def _worker_encoder(model: dict, model_bytes: Optional[bytes], settings: dict, w
 
     device = worker_device(settings["device"], _worker_resources(worker))
     key = (model["sha256"], device, settings["dtype"], settings["batch_size"], settings["threads"],
-           settings["decode_threads"])
+           settings["decode_threads"], settings["tune_allocator"])
     with _worker_lock:
         found = _worker_encoders.get(key)
         if found is not None:
@@ -411,9 +424,10 @@ def _worker_encoder(model: dict, model_bytes: Optional[bytes], settings: dict, w
         decode_threads = settings["decode_threads"] or threads
         try:
             encoder = Encoder(path, device=device, batch_size=settings["batch_size"], threads=threads,
-                              decode_threads=decode_threads, dtype=settings["dtype"])
-        except (RuntimeError, ValueError) as error:
-            raise RuntimeError(f"{where} could not load the model {model['path']} on {device}: {error}") from None
+                              decode_threads=decode_threads, dtype=settings["dtype"],
+                              tune_allocator=settings["tune_allocator"])
+        except errors.Error as error:
+            raise type(error)(f"{where} could not load the model {model['path']} on {device}: {error}") from None
         _worker_encoders.clear()  # one model per process: a new one replaces the old
         _worker_encoders[key] = (encoder, device, threads)
         return _worker_encoders[key]
@@ -441,6 +455,19 @@ def _post(worker, topic: str, chunk: int, done: int) -> None:
         pass
 
 
+def _raise_first_failure(encoder, inputs: list, kept: List[int], names: List[str], first: Tuple[int, str]) -> None:
+    """Raises what one process raises for the first unreadable image: the
+    Encoder's own error class (FileNotFoundError, CorruptFileError, ...), with
+    a message naming the image even when its bytes came from the client."""
+    index, reason = first
+    if index in kept:
+        try:
+            encoder.encode([inputs[kept.index(index)]])
+        except errors.Error as error:
+            raise type(error)(_named(names[index], str(error))) from None
+    raise errors.CorruptFileError(reason)
+
+
 def _encode_chunk(model_bytes, model: dict, settings: dict, expected: Dict[str, str], topic: str, chunk: int,
                   items: list, names: list, on_error: str) -> dict:
     """One chunk on a worker. items[i] = (source, crop): source a path, encoded
@@ -462,9 +489,9 @@ def _encode_chunk(model_bytes, model: dict, settings: dict, expected: Dict[str, 
             x, y, w, h = crop
             inputs.append(np.ascontiguousarray(pixels[y:y + h, x:x + w]))
             kept.append(i)
-        except RuntimeError as error:
+        except errors.Error as error:
             if on_error == "raise":
-                raise RuntimeError(_named(names[i], str(error))) from None
+                raise type(error)(_named(names[i], str(error))) from None
             failures.append((i, _named(names[i], str(error))))
     base = len(items) - len(kept)
     last = [0.0]
@@ -487,7 +514,7 @@ def _encode_chunk(model_bytes, model: dict, settings: dict, expected: Dict[str, 
     for row, reason in encode_failures:
         failures.append((kept[row], _named(names[kept[row]], reason)))
     if failures and on_error == "raise":
-        raise RuntimeError(min(failures)[1])
+        _raise_first_failure(encoder, inputs, kept, names, min(failures))
     failures.sort()
     done = [kept[row] for row in np.asarray(rows, dtype=np.int64).tolist()]
     return {"embeddings": np.ascontiguousarray(embeddings, dtype=np.float32), "rows": done, "failures": failures,
@@ -673,27 +700,28 @@ def _read_bytes(path: str) -> bytes:
         return handle.read()
 
 
-def _settings(device: str, dtype: str, batch_size: int, threads: int, decode_threads: int) -> dict:
+def _settings(device: str, dtype, batch_size: int, threads: int, decode_threads: int,
+              tune_allocator: bool = False) -> dict:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
+        raise errors.InvalidArgumentError(f"batch_size must be an integer >= 1, got {batch_size!r}")
     for name, value in (("threads", threads), ("decode_threads", decode_threads)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-            raise ValueError(f"{name} must be an integer >= 0 (0 = the worker's share of its host's cores), "
+            raise errors.InvalidArgumentError(f"{name} must be an integer >= 0 (0 = the worker's share of its host's cores), "
                              f"got {value!r}")
     return {"device": device, "dtype": dtype, "batch_size": batch_size, "threads": threads,
-            "decode_threads": decode_threads}
+            "decode_threads": decode_threads, "tune_allocator": bool(tune_allocator)}
 
 
 def encode(client: Client, model_path, inputs, batch_size: int = 16, on_error: str = "raise", *,
-           device: str = "cpu", dtype: str = "fp32", threads: int = 0, decode_threads: int = 0,
-           chunk_size: int = 256, send_model: bool = False, send_images: bool = False,
+           device: str = "cpu", dtype="float32", threads: int = 0, decode_threads: int = 0,
+           tune_allocator: bool = False, chunk_size: int = 256, send_model: bool = False, send_images: bool = False,
            resources: Optional[Dict[str, float]] = None, progress: Optional[Callable[[int, int], None]] = None):
     """Embeds images on the cluster, one row per input, in input order.
 
     Returns what Encoder.encode returns: an N x D float32 array, or with
-    on_error="skip" (embeddings, rows, failures): the embeddings of the inputs
-    that worked, rows[i] = the input index of embeddings row i (int64), and
-    failures = [(input index, reason), ...] in input order, each once.
+    on_error="skip" an EncodeResult (embeddings, rows, failures): the embeddings
+    of the inputs that worked, rows[i] = the input index of embeddings row i
+    (int64), and failures = [(input index, reason), ...] in input order, each once.
 
     chunk_size:  images per task (up to: fewer when there would be less than two
                  chunks per task thread; see balanced_chunk_size).
@@ -705,22 +733,23 @@ def encode(client: Client, model_path, inputs, batch_size: int = 16, on_error: s
                  each worker checks its sha256).
     device:      cpu, cuda, cuda:N, or "worker": each worker's own device from its
                  Dask resources (see worker_device).
-    threads:     LibTorch threads per worker process; 0 = its host's cores divided
+    threads:     LibTorch threads per worker process; 0 = its host's CPUs divided
                  by the worker processes on that host.
+    tune_allocator: the Encoder's option, in each worker process (see Encoder).
     resources:   Dask resources each chunk needs, e.g. {"GPU": 1} to encode on the
                  workers started with --resources GPU=1 only.
     progress:    progress(done, total) about twice a second; by default a bar on
                  a terminal.
     """
     if on_error not in ("raise", "skip"):
-        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        raise errors.InvalidArgumentError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
-    settings = _settings(device, dtype, batch_size, threads, decode_threads)
+        raise errors.InvalidArgumentError(f"chunk_size must be an integer >= 1, got {chunk_size!r}")
+    settings = _settings(device, dtype, batch_size, threads, decode_threads, tune_allocator)
     inputs = _model_inputs_check(inputs)
     model_path = os.path.abspath(os.fspath(model_path))
     if not os.path.isfile(model_path):
-        raise FileNotFoundError(f"model file {model_path} not found; make one with perception-retrieval-export")
+        raise errors.FileNotFoundError(f"model file {model_path} not found; make one with perception-retrieval-export")
     model_sha256 = embedding_cache.file_sha256(model_path)
     names = []
     for i, item in enumerate(inputs):
@@ -766,8 +795,10 @@ def encode(client: Client, model_path, inputs, batch_size: int = 16, on_error: s
         embeddings = np.zeros((total, 0), dtype=np.float32)
     if on_error == "raise":
         return embeddings
+    from .encoder import EncodeResult
+
     rows = np.flatnonzero(done_mask).astype(np.int64)
-    return np.ascontiguousarray(embeddings[rows]), rows, sorted(failures)
+    return EncodeResult(np.ascontiguousarray(embeddings[rows]), rows, sorted(failures))
 
 
 def embed(run, images, label: str = "images"):
@@ -824,7 +855,8 @@ def embed(run, images, label: str = "images"):
             run.cache.store([keys[i] for i in done], result["embeddings"])
         workers_used.add(result["worker"])
 
-    settings = _settings(run.device, run.dtype, run.batch_size, run.threads, run.decode_threads)
+    settings = _settings(run.device, run.dtype, run.batch_size, run.threads, run.decode_threads,
+                         getattr(run, "tune_allocator", False))
     _run_chunks(client, run.model_path, run.model_sha256, settings, chunks, run.on_error, on_result,
                 progress.update, send_model=getattr(run, "send_model", False),
                 on_chunk_finished=progress.chunk_finished)
@@ -917,12 +949,12 @@ def _load_piece(path: str, first_row: int, mmap: bool, rows: int, dim: int, metr
     where = _where(get_worker())
     try:
         retriever = Retriever.load(path, mmap=mmap)
-    except (OSError, RuntimeError, ValueError) as error:
+    except errors.Error as error:
         raise type(error)(f"{where} cannot load the index shard {path}: {error}; the shard folder must be on "
                           "storage every worker mounts at the same path") from None
     seen = (len(retriever), retriever.dim, retriever.metric, retriever.dtype)
     if seen != (rows, dim, metric, dtype):
-        raise ValueError(f"{where}: the index shard {path} holds {seen[0]} rows of dim {seen[1]} ({seen[2]}, "
+        raise errors.CorruptFileError(f"{where}: the index shard {path} holds {seen[0]} rows of dim {seen[1]} ({seen[2]}, "
                          f"{seen[3]}) but the manifest says {rows} rows of dim {dim} ({metric}, {dtype}); the "
                          "folder was changed after it was saved")
     return _Piece(retriever, first_row)
@@ -932,7 +964,7 @@ def _save_piece(piece: _Piece, path: str) -> str:
     where = _where(get_worker())
     try:
         piece.retriever.save(path)
-    except (OSError, RuntimeError) as error:
+    except errors.Error as error:
         raise type(error)(f"{where} cannot write the index shard {path}: {error}; save to storage every worker "
                           "and the client mount at the same path") from None
     return path
@@ -986,24 +1018,38 @@ def merge_top_k(parts: Sequence[Tuple[np.ndarray, np.ndarray]], k: int) -> Tuple
 
 
 def _require(array, dtype, ndim: int, argument: str) -> np.ndarray:
-    """Retriever's argument checks (same messages): the array must already be
-    what the C++ side uses, so no silent copy of a large gallery is made."""
-    if not isinstance(array, np.ndarray):
-        name = type(array).__name__
-        fix = (f"{argument}.detach().cpu().numpy()" if name == "Tensor"
-               else f"np.ascontiguousarray({argument}, dtype=np.{np.dtype(dtype).name})")
-        raise TypeError(f"{argument} must be a numpy array, got {name}; convert it with {fix}")
-    if array.dtype != dtype:
-        raise TypeError(f"{argument} must have dtype {np.dtype(dtype).name}, got {array.dtype}; convert it with "
-                        f".astype(np.{np.dtype(dtype).name})")
-    if ndim == 2 and array.ndim == 1:
-        raise ValueError(f"{argument} must be 2-D (rows, dim), got 1-D with shape ({array.shape[0]},); for a single "
-                         f"vector pass {argument}[None, :]")
-    if array.ndim != ndim:
-        raise ValueError(f"{argument} must be {ndim}-D, got {array.ndim}-D with shape {array.shape}")
-    if not array.flags.c_contiguous:
-        raise ValueError(f"{argument} must be C-contiguous; pass np.ascontiguousarray({argument})")
-    return array
+    """Retriever's argument conversion (pe::python::convert_array), with its
+    messages: any real-valued array-like becomes a C-contiguous array of
+    `dtype` (no copy when it already is one); booleans, complex numbers,
+    strings and objects are refused, ids must be integers."""
+    integer = np.issubdtype(dtype, np.integer)
+    if isinstance(array, np.ndarray) and array.dtype == dtype and array.ndim == ndim and array.flags.c_contiguous:
+        return array
+    try:
+        converted = np.asarray(array)
+    except Exception as error:  # noqa: BLE001 - any failure to make an array is the caller's type
+        kind = type(array).__name__
+        raise TypeError(f"{argument} must be an array of numbers, got {kind}" +
+                        (f"; move it to the CPU first: {argument}.cpu()" if kind == "Tensor" else f" ({error})")
+                        ) from None
+    accepted = "iu" if integer else "fiu"
+    if converted.dtype.kind not in accepted:
+        raise TypeError(f"{argument} must hold {'integers' if integer else 'real numbers'}, got dtype "
+                        f"{converted.dtype}" + ("; convert ids with .astype(np.int64) if they are whole numbers"
+                                                if integer and converted.dtype.kind == "f" else ""))
+    if converted.ndim != ndim:
+        if ndim == 2 and converted.ndim == 1:
+            raise errors.InvalidArgumentError(
+                f"{argument} must be 2-D (rows, dim), got 1-D with shape ({converted.shape[0]},); for a single "
+                f"vector pass {argument}[None, :]")
+        raise errors.InvalidArgumentError(f"{argument} must be {ndim}-D, got {converted.ndim}-D with shape "
+                                          f"{tuple(converted.shape)}")
+    if integer and converted.dtype.kind == "u" and converted.dtype.itemsize == 8 and converted.size:
+        largest = int(converted.max())
+        if largest > np.iinfo(np.int64).max:
+            raise errors.InvalidArgumentError(f"{argument} holds {largest}, past the largest int64; ids must fit "
+                                              "int64")
+    return np.ascontiguousarray(converted, dtype=dtype)
 
 
 def _check_rows(values: np.ndarray, argument: str, cosine: bool) -> None:
@@ -1012,12 +1058,12 @@ def _check_rows(values: np.ndarray, argument: str, cosine: bool) -> None:
     if not finite.all():
         r, c = map(int, np.argwhere(~finite)[0])
         kind = "NaN" if np.isnan(values[r, c]) else "Inf"
-        raise ValueError(f"{argument}[{r}, {c}] is {kind}; check the embeddings (e.g. np.isfinite(x).all()) before "
+        raise errors.InvalidArgumentError(f"{argument}[{r}, {c}] is {kind}; check the embeddings (e.g. np.isfinite(x).all()) before "
                          "adding/searching")
     if cosine and len(values):
         zero = np.flatnonzero(~values.any(axis=1))
         if len(zero):
-            raise ValueError(f"{argument} row {int(zero[0])} is all zeros; cosine similarity is undefined for it. "
+            raise errors.InvalidArgumentError(f"{argument} row {int(zero[0])} is all zeros; cosine similarity is undefined for it. "
                              "Drop it, or use metric \"ip\"")
 
 
@@ -1057,9 +1103,9 @@ class ShardedRetriever:
                  dtype: str = "float32", simd: str = "best", query_block: int = 1024):
         local = Retriever(dim, metric=metric, dtype=dtype)  # Retriever's own argument checks
         if shards is not None and (isinstance(shards, bool) or not isinstance(shards, int) or shards < 1):
-            raise ValueError(f"shards must be None (one per worker) or an integer >= 1, got {shards!r}")
+            raise errors.InvalidArgumentError(f"shards must be None (one per worker) or an integer >= 1, got {shards!r}")
         if isinstance(query_block, bool) or not isinstance(query_block, int) or query_block < 1:
-            raise ValueError(f"query_block must be an integer >= 1, got {query_block!r}")
+            raise errors.InvalidArgumentError(f"query_block must be an integer >= 1, got {query_block!r}")
         Retriever.simd(simd)  # an unknown level is refused here, not on a worker
         self.client = client
         self.dim, self.metric, self.dtype = local.dim, local.metric, local.dtype
@@ -1094,10 +1140,10 @@ class ShardedRetriever:
         vectors = _require(embeddings, np.float32, 2, "vectors")
         ids = _require(ids, np.int64, 1, "ids")
         if vectors.shape[1] != self.dim:
-            raise ValueError(f"vectors has {vectors.shape[1]} columns but the retriever's dim is {self.dim}; embed "
+            raise errors.InvalidArgumentError(f"vectors has {vectors.shape[1]} columns but the retriever's dim is {self.dim}; embed "
                              "with the same model the gallery was built with")
         if len(ids) != len(vectors):
-            raise ValueError(f"ids has {len(ids)} entries for {len(vectors)} vectors; pass one id per row")
+            raise errors.InvalidArgumentError(f"ids has {len(ids)} entries for {len(vectors)} vectors; pass one id per row")
         count = len(ids)
         if count == 0:
             return
@@ -1106,12 +1152,12 @@ class ShardedRetriever:
             big = np.argwhere(np.abs(vectors) > 65504.0)
             if len(big):
                 r, c = map(int, big[0])
-                raise ValueError(f"vectors[{r}, {c}] = {vectors[r, c]} does not fit float16 storage (|x| <= 65504); "
+                raise errors.InvalidArgumentError(f"vectors[{r}, {c}] = {vectors[r, c]} does not fit float16 storage (|x| <= 65504); "
                                  "scale the vectors or use dtype float32")
         ordered = np.sort(ids)
         repeated = np.flatnonzero(ordered[1:] == ordered[:-1])
         if len(repeated):
-            raise ValueError(f"ids lists id {int(ordered[repeated[0]])} more than once; ids must be unique")
+            raise errors.InvalidArgumentError(f"ids lists id {int(ordered[repeated[0]])} more than once; ids must be unique")
         client = self.client
         workers = self._workers()
         if self._pieces:
@@ -1119,7 +1165,7 @@ class ShardedRetriever:
             holds = [client.submit(_piece_holds, piece.future, ids_future, pure=False) for piece in self._pieces]
             for found in self._gather(holds):
                 if found is not None:
-                    raise ValueError(f"add: id {int(ids[found])} (ids[{found}]) is already in the gallery; ids must "
+                    raise errors.InvalidArgumentError(f"add: id {int(ids[found])} (ids[{found}]) is already in the gallery; ids must "
                                      "be unique")
         pieces = min(self.shards or len(workers), count)
         bounds = [count * j // pieces for j in range(pieces + 1)]
@@ -1181,24 +1227,24 @@ class ShardedRetriever:
         allowed_ids: int64, only these ids are returned."""
         queries = _require(queries, np.float32, 2, "queries")
         if queries.shape[1] != self.dim:
-            raise ValueError(f"queries has {queries.shape[1]} columns but the retriever's dim is {self.dim}; embed "
+            raise errors.InvalidArgumentError(f"queries has {queries.shape[1]} columns but the retriever's dim is {self.dim}; embed "
                              "with the same model the gallery was built with")
         if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k <= 0:
-            raise ValueError(f"k must be >= 1, got {k}; ask for at least one result per query (k larger than the "
+            raise errors.InvalidArgumentError(f"k must be >= 1, got {k}; ask for at least one result per query (k larger than the "
                              "gallery is fine)")
         k = int(k)
         if isinstance(threads, bool) or not isinstance(threads, int) or threads < 0:
-            raise ValueError(f"threads must be >= 0 (0 = every core), got {threads!r}")
+            raise errors.InvalidArgumentError(f"threads must be >= 0 (0 = every core), got {threads!r}")
         count = len(queries)
         if exclude_self and exclude_ids is not None:
-            raise ValueError("search: pass exclude_self or exclude_ids, not both")
+            raise errors.InvalidArgumentError("search: pass exclude_self or exclude_ids, not both")
         if exclude_self and count != self._size:
-            raise ValueError(f"exclude_self needs the queries to be the gallery, row for row: got {count} queries for "
+            raise errors.InvalidArgumentError(f"exclude_self needs the queries to be the gallery, row for row: got {count} queries for "
                              f"a gallery of {self._size}; use exclude_ids to skip a given id per query")
         if exclude_ids is not None:
             exclude_ids = _require(exclude_ids, np.int64, 1, "exclude_ids")
             if len(exclude_ids) != count:
-                raise ValueError(f"exclude_ids has {len(exclude_ids)} entries for {count} queries; pass one id per "
+                raise errors.InvalidArgumentError(f"exclude_ids has {len(exclude_ids)} entries for {count} queries; pass one id per "
                                  "query")
         if allowed_ids is not None:
             allowed_ids = _require(allowed_ids, np.int64, 1, "allowed_ids")
@@ -1269,12 +1315,12 @@ class ShardedRetriever:
             with open(path) as handle:
                 manifest = json.load(handle)
         except OSError as error:
-            raise FileNotFoundError(f"{path}: {error.strerror or error}; pass a folder written by "
-                                    "ShardedRetriever.save") from None
+            raise _file_error(error, f"{path}: {error.strerror or error}; pass a folder written by "
+                                     "ShardedRetriever.save") from None
         except ValueError as error:
-            raise ValueError(f"{path} is not a ShardedRetriever manifest ({error})") from None
+            raise errors.CorruptFileError(f"{path} is not a ShardedRetriever manifest ({error})") from None
         if not isinstance(manifest, dict) or manifest.get("format") != "perception_retrieval.sharded":
-            raise ValueError(f"{path} is not a ShardedRetriever manifest")
+            raise errors.CorruptFileError(f"{path} is not a ShardedRetriever manifest")
         sharded = cls(client, manifest["dim"], manifest["metric"], dtype=manifest["dtype"], simd=simd,
                       query_block=query_block)
         workers = sharded._workers()
@@ -1282,7 +1328,7 @@ class ShardedRetriever:
         refs = []
         for j, entry in enumerate(manifest["pieces"]):
             if entry["first_row"] != expected_row:
-                raise ValueError(f"{path}: piece {j} starts at row {entry['first_row']}, expected {expected_row}")
+                raise errors.CorruptFileError(f"{path}: piece {j} starts at row {entry['first_row']}, expected {expected_row}")
             worker = workers[j % len(workers)]
             future = client.submit(_load_piece, os.path.join(folder, entry["file"]), entry["first_row"], mmap,
                                    entry["rows"], sharded.dim, sharded.metric, sharded.dtype, workers=[worker],

@@ -31,7 +31,8 @@ psutil = pytest.importorskip("psutil")
 
 from test_evaluation import product_image  # noqa: E402
 
-from perception_retrieval import Retriever, datasets, distributed, evaluation, export  # noqa: E402
+import perception_retrieval  # noqa: E402
+from perception_retrieval import Encoder, Retriever, datasets, distributed, evaluation, export  # noqa: E402
 
 TEST_SECONDS = 300
 CPUS = len(os.sched_getaffinity(0))
@@ -319,8 +320,10 @@ def test_sharded_search_is_bitwise_one_retriever(cluster, metric, dtype):
         sharded.search(gallery[:5], 3, exclude_self=True)
     with pytest.raises(ValueError, match="already in the gallery"):
         sharded.add(first[:2].copy(), ids_first[:2].copy())
-    with pytest.raises(TypeError, match="vectors must have dtype float32"):
-        sharded.add(first.astype(np.float64), ids_first)
+    with pytest.raises(TypeError, match="vectors must hold real numbers, got dtype bool"):
+        sharded.add(first > 0, ids_first)
+    with pytest.raises(TypeError, match="ids must hold integers"):
+        sharded.add(first, ids_first.astype(np.float64))
     bad = first[:3].copy()
     bad[1, 4] = np.nan
     with pytest.raises(ValueError, match=r"vectors\[1, 4\] is NaN"):
@@ -386,8 +389,11 @@ def test_encode_matches_one_process_by_path_bytes_and_arrays(cluster, tiny_model
     # A failure shrinks its batch, so the reference is the same chunks in skip mode.
     chunks = reference_embeddings(tiny_model, mixed, PER_WORKER, 3, 4, tmp_path, on_error="skip")
     assert np.array_equal(bits(embeddings), bits(np.concatenate([chunk[0] for chunk in chunks])))
-    with pytest.raises(RuntimeError, match="broken.png"):
+    with pytest.raises(perception_retrieval.Error, match="broken.png") as raised:
         distributed.encode(cluster, tiny_model, mixed[:4], chunk_size=2)
+    # The class one process raises for it (CorruptFileError, say), not a generic one.
+    with pytest.raises(type(raised.value)):
+        Encoder(tiny_model).encode([broken])
 
 
 def test_eval_on_the_cluster_is_identical_to_one_process(cluster, tiny_model, data, reference, tmp_path):
@@ -473,8 +479,6 @@ def test_bad_model_and_versions_are_refused_naming_the_worker(cluster, tiny_mode
 
     victim = sorted(cluster.scheduler_info()["workers"])[0]
     import torch
-
-    import perception_retrieval
 
     ours, torch_version = perception_retrieval.__version__, torch.__version__
     cluster.run(lambda: setattr(__import__("perception_retrieval"), "__version__", "0.0.0-other"), workers=[victim])
