@@ -152,7 +152,7 @@ void bind_metrics(py::module_& parent) {
          const py::handle& self_indices, int threads) {
         const auto options = make_options(std::move(ks), std::move(map_ks), ap_normalizer, exclude_self, threads);
         const bool is_double = py::isinstance<py::array>(scores) &&
-                               py::reinterpret_borrow<py::array>(scores).dtype().is(py::dtype::of<double>());
+                               py::reinterpret_borrow<py::array>(scores).dtype().equal(py::dtype::of<double>());
         if (is_double) {
           return evaluate_scores_typed<double>(scores, query_ids, gallery_ids, self_indices, options);
         }

@@ -33,8 +33,8 @@ void check_threads(int threads) {
 bool is_float64(const py::handle& object, const char* argument) {
   if (py::isinstance<py::array>(object)) {
     const auto array = py::reinterpret_borrow<py::array>(object);
-    if (array.dtype().is(py::dtype::of<double>())) return true;
-    if (!array.dtype().is(py::dtype::of<float>())) {
+    if (array.dtype().equal(py::dtype::of<double>())) return true;
+    if (!array.dtype().equal(py::dtype::of<float>())) {
       throw py::type_error(std::string(argument) + " must have dtype float64 or float32, got " +
                            std::string(py::str(array.dtype())) + "; convert it with .astype(np.float64)");
     }

@@ -27,7 +27,7 @@ py::array_t<T, py::array::c_style> require_array(const py::handle& object, const
                          std::string(py::str(py::type::of(object).attr("__name__"))));
   }
   auto array = py::reinterpret_borrow<py::array>(object);
-  if (!array.dtype().is(py::dtype::of<T>())) {
+  if (!array.dtype().equal(py::dtype::of<T>())) {
     throw py::type_error(std::string(argument) + " must have dtype " + std::string(py::str(py::dtype::of<T>())) +
                          ", got " + std::string(py::str(array.dtype())) + "; convert it with .astype(np." +
                          std::string(py::str(py::dtype::of<T>())) + ")");
@@ -56,7 +56,7 @@ py::array_t<T, py::array::c_style> convert_array(const py::handle& object, const
   const py::dtype wanted = py::dtype::of<T>();
   if (py::isinstance<py::array>(object)) {
     auto array = py::reinterpret_borrow<py::array>(object);
-    if (array.dtype().is(wanted) && (array.flags() & py::array::c_style) && array.ndim() == ndim) {
+    if (array.dtype().equal(wanted) && (array.flags() & py::array::c_style) && array.ndim() == ndim) {
       return py::array_t<T, py::array::c_style>::ensure(array);
     }
   }

@@ -334,3 +334,17 @@ def test_converted_inputs_give_the_float32_results():
     as_int = pr.Retriever(DIM, metric="ip")
     as_int.add(small, np.array([1, 2]))
     np.testing.assert_array_equal(as_int.vectors(), as_float.vectors())
+
+
+def test_unpickled_arrays_are_their_dtype(context):
+    # An array that crossed a process boundary (pickled) carries an equal but
+    # not identical dtype object; the bindings must see it as its dtype.
+    import pickle
+
+    pixels = pickle.loads(pickle.dumps(np.full((6, 5, 3), 120, np.uint8)))
+    assert pixels.dtype == np.uint8
+    assert image.preprocess(pixels, 8).shape == (3, 8, 8)
+    np.testing.assert_array_equal(context["encoder"].encode([pixels]),
+                                  context["encoder"].encode([np.full((6, 5, 3), 120, np.uint8)]))
+    ranking = pickle.loads(pickle.dumps(np.array([[0]], np.int64)))
+    assert metrics.evaluate(ranking, [1], [1])["P@1"] == 1.0
