@@ -18,6 +18,8 @@ PACKAGES=(
   libjpeg62-turbo-dev                  # JPEG decoding: libjpeg-turbo, the decoder PIL uses
   libwebp-dev                          # WebP decoding: libwebp, the decoder PIL uses
   libxxhash-dev                        # index file checksums (XXH64)
+  libpng-dev zlib1g-dev                # PNG decoding: libpng (zlib for PIL's text-chunk limit)
+  libtiff-dev                          # TIFF decoding: libtiff 4.5+, the library PIL uses for compressed TIFF
   python3-dev python3-venv python3-pip python3-setuptools python3-wheel python3-pybind11
   python3-numpy python3-pil python3-pytest python3-hypothesis
   python3-faiss                        # the benchmark peer

@@ -4,28 +4,33 @@
 // What the model saw in training (and what the leaderboard ran) is PIL:
 //   Image.open(f).convert("RGB").resize((S, S), BILINEAR)  -> /255 -> (x - mean) / std
 // so these functions reproduce PIL bit for bit:
-// - decode_*: the pixels of PIL's Image.open(...).convert("RGB"). JPEG goes
-//   through libjpeg-turbo, the library PIL itself calls, with PIL's settings;
-//   the other formats follow PIL's own conversion rules (palettes looked up,
-//   alpha dropped, not composited; 16-bit greyscale clipped to 255, ...). The
-//   formats, and where a format is stricter than PIL, are listed in docs/formats.md.
+// - decode_*: the pixels of PIL's Image.open(...).convert("RGB") (PIL 9.4's
+//   rules): JPEG through libjpeg-turbo and WebP through libwebp, the libraries
+//   PIL itself calls, with PIL's settings; PNG through libpng, TIFF through
+//   libtiff, and BMP, GIF, TGA, PNM and PSD through this library's own
+//   decoders, each following PIL's own reader for that format (palettes looked
+//   up with PIL's grey ramp past the file's colours, alpha dropped, not
+//   composited; 16-bit greyscale clipped to 255, ...). docs/formats.md lists
+//   per format what is read, how it compares with PIL, and every known
+//   difference with its reason.
 // - resize_bilinear: PIL's ImagingResample with its bilinear filter (a separable
 //   convolution whose support widens when shrinking, 22-bit fixed-point
 //   weights, horizontal pass first, uint8 rounding after each pass): same
 //   input, same bytes as PIL.
 // - preprocess: resize, then (v / 255 - mean) / std in float32, planar, the
 //   values torchvision's ToTensor + Normalize give.
-// The codecs (libjpeg, stb_image, ...) are compiled into the library; this
-// header includes none of them.
+// The codecs (libjpeg, libpng, libwebp, libtiff) are compiled into the
+// library; this header includes none of them.
 //
 // Errors (pe/error.hpp): FileNotFoundError / IoError for files that cannot be
 // read; CorruptDataError for empty, truncated or damaged data and for images
-// over DecodeOptions::max_pixels (a decompression-bomb guard); UnsupportedFormatError
-// for formats this library does not read; InvalidArgumentError for bad sizes.
-// Every message names the input.
+// over twice DecodeOptions::max_pixels (a decompression-bomb guard, PIL's
+// rule); UnsupportedFormatError for formats, or variants of a format, this
+// library does not read (the message names them); InvalidArgumentError for
+// bad sizes. Every message starts with the input's name.
 //
-// Thread safety: every function is reentrant; decode and preprocess
-// concurrently from any threads.
+// Thread safety: every function is reentrant; decode, sniff, read headers and
+// preprocess concurrently from any threads.
 
 #include <array>
 #include <cstddef>
@@ -42,14 +47,55 @@ struct Image {
   std::vector<uint8_t> pixels;  ///< width * height * 3 bytes
 };
 
-/// PIL's default Image.MAX_IMAGE_PIXELS: larger images are treated as
-/// decompression bombs.
+/// PIL's Image.MAX_IMAGE_PIXELS (1024 * 1024 * 1024 // 4 // 3): above it PIL
+/// warns that an image may be a decompression bomb, above twice it PIL refuses it.
 inline constexpr int64_t kDefaultMaxPixels = 89'478'485;
 
 struct DecodeOptions {
-  /// Images with more pixels are rejected before any pixel buffer is allocated.
+  /// PIL's MAX_IMAGE_PIXELS rule, applied to the size the header declares,
+  /// before any pixel buffer is allocated: an image of more than max_pixels
+  /// pixels is decoded and a warning is logged (PIL's DecompressionBombWarning;
+  /// the library's logger, see PE_LOG_LEVEL); one of more than 2 * max_pixels
+  /// is refused with CorruptDataError (PIL's DecompressionBombError). So the
+  /// default decodes a 100-megapixel photo, as PIL does, and refuses above
+  /// 178,956,970 pixels. To refuse above N pixels, set max_pixels = N / 2; to
+  /// decode larger images, raise it (the warning threshold rises with it, as in
+  /// PIL); to silence the warning alone, set PE_LOG_LEVEL=error. Must be >= 1.
   int64_t max_pixels = kDefaultMaxPixels;
 };
+
+/// What an encoded image's header says, without decoding its pixels.
+struct ImageInfo {
+  std::string format;  ///< as sniff_format names it, e.g. "JPEG", "PNG", "WebP"
+  int64_t width = 0;   ///< PIL's Image.size[0] (for a GIF, the screen grown to its first frame)
+  int64_t height = 0;
+};
+
+/// The format an encoded image's first bytes name, with the tests decode
+/// uses to choose its decoder (and PIL's plugins use to claim a file): "JPEG",
+/// "PNG", "GIF", "BMP", "PNM", "PSD", "WebP", "TIFF" or "TGA" (recognised by
+/// its header fields alone, TGA having no magic bytes) for the formats decode
+/// reads; for well-known formats it does not read, their name ("HEIC/HEIF",
+/// "AVIF", "JPEG XL", "JPEG 2000", "Radiance HDR", "ICO", ...); "" when
+/// nothing matches. Looks at the first 32 bytes at most; never throws. The
+/// name says nothing of whether the rest of the file is intact.
+std::string sniff_format(const uint8_t* data, size_t size);
+
+/// Whether decode reads `format` (a name sniff_format returns).
+bool is_supported_format(const std::string& format);
+
+/// The format and PIL's image size from the header, with the checks PIL makes
+/// when it opens a file (a JPEG's sample precision and channel count, a BMP's
+/// header type and compression, ...), without decoding pixels or applying the
+/// pixel limit. Throws UnsupportedFormatError for formats and variants decode
+/// does not read, CorruptDataError when the header is damaged or cut short
+/// (damage further in shows only when decoding). `name` is used in messages.
+ImageInfo read_info(const uint8_t* data, size_t size, const std::string& name = "<memory>");
+
+/// read_info for a file: reads its first 64 KiB, or more when the header
+/// continues past them (a JPEG's frame header after large metadata), never
+/// the whole file otherwise. Errors as decode_file.
+ImageInfo read_info_file(const std::string& path);
 
 /// Decodes an encoded image held in memory to RGB as PIL's convert("RGB")
 /// would. `name` identifies the input in error messages.

@@ -61,7 +61,7 @@ TEST(FuzzRegressions, NpyInputsReplayCleanly) { replay("fuzz_npy", pe::fuzz::npy
 TEST(FuzzRegressions, PngSidesOf4294967295AreABombNotAnOverflow) {
   const auto data = read_bytes(kRegressions / "fuzz_image" / "png_ihdr_4294967295_squared_overflows_int64");
   const std::string error = pe::test::error_of([&] { pe::image::decode_memory(data.data(), data.size(), "huge.png"); });
-  EXPECT_NE(error.find("huge.png: the image claims 4294967295 x 4294967295 = 18446744065119617025 pixels"),
+  EXPECT_NE(error.find("huge.png: the PNG header declares 4294967295 x 4294967295 = 18446744065119617025 pixels"),
             std::string::npos)
       << error;
 }

@@ -181,26 +181,33 @@ TEST(Decode, PngRoundTripsExactly) {
 TEST(DecodeErrors, NameTheInputAndTheProblem) {
   auto has = [](const std::string& text, const std::string& part) { return text.find(part) != std::string::npos; };
   EXPECT_PRED2(has, error_of({}), "sample.img: the image data is empty");
-  EXPECT_PRED2(has, error_of(bytes(std::string("RIFF\x10\0\0\0WEBPVP8 ", 16))), "sample.img: WebP images are not supported");
-  EXPECT_PRED2(has, error_of(bytes(std::string("II*\0\x08\0\0\0", 8))), "TIFF images are not supported");
+  EXPECT_PRED2(has, error_of(bytes(std::string("\0\0\0\x18" "ftypheic\0\0\0\0mif1heic", 24))),
+               "sample.img: HEIC/HEIF images are not supported");
+  EXPECT_PRED2(has, error_of(bytes(std::string("RIFF\x10\0\0\0WEBPVP8 ", 16))), "sample.img: truncated WebP data");
+  EXPECT_PRED2(has, error_of(bytes(std::string("II*\0\x08\0\0\0", 8))), "sample.img: corrupt TIFF");
   EXPECT_PRED2(has, error_of(bytes("hello, not an image")), "sample.img: not a readable image");
 
   const auto jpeg = encode_with(stbi_write_jpg_to_func, 64, 48, noise_rgb(64, 48), 90);
   EXPECT_NO_THROW(decode_memory(jpeg.data(), jpeg.size()));
   const std::vector<uint8_t> cut(jpeg.begin(), jpeg.begin() + jpeg.size() * 2 / 3);
-  EXPECT_PRED2(has, error_of(cut), "sample.img: the JPEG data is truncated");
+  EXPECT_PRED2(has, error_of(cut), "sample.img: truncated JPEG data: the file ends before its last scanline");
 
-  // A PNG header claiming 100000 x 100000 pixels (no pixel data at all).
+  // A PNG header claiming 100000 x 100000 pixels (no checksum, no pixel data):
+  // over twice max_pixels, PIL's DecompressionBombError rule.
   auto bomb = bytes("\x89PNG\r\n\x1a\n");
   const uint8_t ihdr[] = {0, 0, 0, 13, 'I', 'H', 'D', 'R', 0, 1, 0x86, 0xA0, 0, 1, 0x86, 0xA0, 8, 2, 0, 0, 0};
   bomb.insert(bomb.end(), std::begin(ihdr), std::end(ihdr));
-  EXPECT_PRED2(has, error_of(bomb), "claims 100000 x 100000 = 10000000000 pixels, over the limit of 89478485");
-  // The limit is configurable, and applies to formats read through stb too.
+  EXPECT_PRED2(has, error_of(bomb),
+               "the PNG header declares 100000 x 100000 = 10000000000 pixels, over the limit of 178956970");
+  // The limit is configurable and applies to every format: refused above twice
+  // max_pixels, decoded (with a warning logged) between max_pixels and that.
   pe::image::DecodeOptions small;
-  small.max_pixels = 2;
+  small.max_pixels = 1;
   auto grey = bytes("P5\n2 2\n255\n");
   grey.insert(grey.end(), {1, 2, 3, 4});
-  EXPECT_PRED2(has, error_of(grey, small), "over the limit of 2");
+  EXPECT_PRED2(has, error_of(grey, small), "2 x 2 = 4 pixels, over the limit of 2 (2 x max_pixels 1");
+  small.max_pixels = 2;
+  EXPECT_EQ(decode_memory(grey.data(), grey.size(), "grey.pgm", small).width, 2);
 }
 
 // Constant 4:4:4 blocks at quality 100 (all quantisers 1) come back exactly,
@@ -294,8 +301,8 @@ TEST(DecodeJpegErrors, CorruptOrHostileDataIsRefused) {
 
   // The pixel limit applies to the size in the JPEG header, before decoding.
   pe::image::DecodeOptions small;
-  small.max_pixels = 64 * 48 - 1;
-  EXPECT_PRED2(has, error_of(jpeg, small), "claims 64 x 48 = 3072 pixels, over the limit of 3071");
+  small.max_pixels = (64 * 48 - 1) / 2;
+  EXPECT_PRED2(has, error_of(jpeg, small), "declares 64 x 48 = 3072 pixels, over the limit of 3070");
 }
 
 TEST(DecodeErrors, FilesAreNamed) {
