@@ -74,7 +74,7 @@ struct EncoderOptions {
   /// the top). Off by default: a library does not change its host's allocator
   /// unless asked.
   bool tune_allocator = false;
-  int64_t max_pixels = image::kDefaultMaxPixels;  ///< decompression-bomb guard per image
+  int64_t max_pixels = image::kDefaultMaxPixels;  ///< PIL's bomb rule per image (image::DecodeOptions)
 };
 
 /// What the model file says about itself (its pe_metadata.json extra file).
@@ -158,8 +158,13 @@ class Encoder {
   Embeddings encode_pixels(const std::vector<PixelImage>& images, const ProgressCallback& progress = {}) const;
 
   /// The model input for one image, exactly as encode feeds it:
-  /// 3 x S x S floats (planar RGB, normalised), S = info().image_size.
+  /// 3 x S x S floats (planar RGB, normalised), S = info().image_size. One
+  /// form per input encode takes: pixels, a file (decoded as encode_files
+  /// decodes it) and encoded bytes (as encode_encoded); errors as those calls
+  /// throw them, naming the input.
   std::vector<float> preprocess(const PixelImage& image) const;
+  std::vector<float> preprocess_file(const std::string& path) const;
+  std::vector<float> preprocess_encoded(const EncodedImage& image) const;
 
   /// One input decoded and preprocessed into `out` (3 x S x S floats) exactly
   /// as the encode calls do; errors name the input. For callers that assemble

@@ -71,7 +71,7 @@ class Encoder:
                     ``perception_retrieval.usable_cpu_count()`` to use every CPU
     decode_threads: threads decoding and resizing images (0 = every usable CPU)
     normalize:      L2-normalise each embedding (default True)
-    max_pixels:     images with more pixels are rejected (PIL's bomb limit by default)
+    max_pixels:     PIL's MAX_IMAGE_PIXELS: larger images are logged, those over twice it refused
     onednn:         on CPU in float32, run the Linear layers through oneDNN (AVX-512 where the
                     BLAS has only AVX2; same fp32 math up to summation order)
     tune_allocator: let glibc keep freed memory for reuse (process-wide), which the oneDNN
@@ -125,10 +125,15 @@ class Encoder:
         result = self._encoder.encode(inputs, on_error, progress)
         return EncodeResult(*result) if on_error == "skip" else result
 
-    def preprocess(self, pixels: np.ndarray) -> np.ndarray:
-        """The 3 x S x S float32 model input for H x W x 3 uint8 RGB pixels,
-        exactly as encode() feeds the model."""
-        return self._encoder.preprocess(pixels)
+    def preprocess(self, image) -> np.ndarray:
+        """The 3 x S x S float32 model input for one image, exactly as encode()
+        feeds the model: a file path, encoded image bytes, or H x W x 3 uint8 RGB
+        pixels (every form encode() takes); errors as encode() raises them."""
+        if isinstance(image, (str, os.PathLike)):
+            return self._encoder.preprocess_file(os.fspath(image))
+        if isinstance(image, (bytes, bytearray, memoryview)):
+            return self._encoder.preprocess_encoded(image)
+        return self._encoder.preprocess(image)  # pixels; it names what is wrong with anything else
 
     @property
     def metadata(self) -> dict:

@@ -285,6 +285,18 @@ std::vector<float> Encoder::preprocess(const PixelImage& image) const {
   return out;
 }
 
+std::vector<float> Encoder::preprocess_file(const std::string& path) const {
+  std::vector<float> out(static_cast<size_t>(3) * info_.image_size * info_.image_size);
+  preprocess_file(path, out.data());
+  return out;
+}
+
+std::vector<float> Encoder::preprocess_encoded(const EncodedImage& image) const {
+  std::vector<float> out(static_cast<size_t>(3) * info_.image_size * info_.image_size);
+  preprocess_encoded(image, out.data());
+  return out;
+}
+
 EncodeResult Encoder::encode_inputs(size_t count, const InputLoader& load, bool skip_failures,
                                     const ProgressCallback& progress) const {
   const int64_t size = info_.image_size;

@@ -89,6 +89,12 @@ std::vector<Input> collect_inputs(const py::sequence& inputs) {
   return collected;
 }
 
+// A 3 x S x S model input, handed to numpy without a copy.
+py::array planar_to_numpy(const Encoder& encoder, std::vector<float>&& planar) {
+  const py::ssize_t size = encoder.info().image_size;
+  return array_owning(std::move(planar), {py::ssize_t{3}, size, size});
+}
+
 py::array to_numpy(Embeddings&& embeddings) {
   const py::ssize_t rows = embeddings.rows(), cols = embeddings.cols();
   return array_owning(std::move(embeddings), {rows, cols});
@@ -174,18 +180,40 @@ void bind_encoder(py::module_& module) {
           "preprocess",
           [](const Encoder& encoder, const py::handle& object) {
             auto pixels = require_pixels(object, "pixels");
-            const int size = encoder.info().image_size;
-            py::array_t<float> out({3, size, size});
             std::vector<float> planar;
             {
               py::gil_scoped_release release;
               planar = encoder.preprocess(
                   PixelImage{pixels.data(), static_cast<int>(pixels.shape(1)), static_cast<int>(pixels.shape(0))});
             }
-            std::copy(planar.begin(), planar.end(), out.mutable_data());
-            return out;
+            return planar_to_numpy(encoder, std::move(planar));
           },
           py::arg("pixels"))
+      .def(
+          "preprocess_file",
+          [](const Encoder& encoder, const std::string& path) {
+            std::vector<float> planar;
+            {
+              py::gil_scoped_release release;
+              planar = encoder.preprocess_file(path);
+            }
+            return planar_to_numpy(encoder, std::move(planar));
+          },
+          py::arg("path"))
+      .def(
+          "preprocess_encoded",
+          [](const Encoder& encoder, const py::buffer& data) {
+            const std::vector<Input> collected = collect_inputs(py::make_tuple(data));
+            std::vector<float> planar;
+            {
+              py::gil_scoped_release release;
+              EncodedImage encoded = collected[0].bytes;
+              encoded.name = "<bytes>";
+              planar = encoder.preprocess_encoded(encoded);
+            }
+            return planar_to_numpy(encoder, std::move(planar));
+          },
+          py::arg("data"))
       .def_property_readonly("metadata_json", [](const Encoder& e) { return e.info().metadata_json; })
       .def_property_readonly("image_size", [](const Encoder& e) { return e.info().image_size; })
       .def_property_readonly("embedding_dim", [](const Encoder& e) { return e.info().embedding_dim; })

@@ -208,7 +208,10 @@ def cases():
     for name, (value, error, text) in pixel_arrays("pixels").items():
         case(f"resize pixels {name}", lambda c, v=value: image.resize_bilinear(v, 2, 2), error, text)
         case(f"preprocess pixels {name}", lambda c, v=value: image.preprocess(v, 4), error, text)
-        case(f"Encoder.preprocess pixels {name}", lambda c, v=value: c["encoder"].preprocess(v), error, text)
+        if name != "str":  # a str is a path for Encoder.preprocess, as for encode
+            case(f"Encoder.preprocess pixels {name}", lambda c, v=value: c["encoder"].preprocess(v), error, text)
+    case("Encoder.preprocess a missing path", lambda c: c["encoder"].preprocess("missing.png"), pr.FileNotFoundError,
+         "missing.png")
     for argument in ("width", "height"):
         for name, value in {"float": 1.7, "str": "2", "None": None, "bool": True}.items():
             case(f"resize {argument}={name}", lambda c, v=value, a=argument: image.resize_bilinear(pixels, **{
