@@ -1,6 +1,7 @@
-// Bindings for pe::image (include/pe/image.hpp): decode, PIL-exact bilinear
-// resize and PE-Core preprocessing on numpy arrays. The GIL is released while
-// decoding and resizing; decoded pixels are handed to numpy without a copy.
+// Bindings for pe::image (include/pe/image.hpp): decode, format sniffing and
+// header reading, PIL-exact bilinear resize and PE-Core preprocessing on numpy
+// arrays. The GIL is released while decoding, reading headers and resizing;
+// decoded pixels are handed to numpy without a copy.
 
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
@@ -23,6 +24,24 @@ py::array to_numpy(image::Image&& image) {
   const int height = image.height, width = image.width;
   return array_owning(std::move(image.pixels), {height, width, 3});
 }
+
+// A 1-D contiguous byte buffer (bytes, bytearray, memoryview); errors name `argument`.
+py::buffer_info byte_buffer(const py::buffer& data) {
+  py::buffer_info info = data.request();
+  if (info.ndim != 1 || info.itemsize != 1) {
+    throw py::type_error("data must be bytes-like (1-D bytes), got a buffer of " + std::to_string(info.ndim) +
+                         " dimensions and item size " + std::to_string(info.itemsize));
+  }
+  // A strided view (memoryview(b)[::-1]) is not `size` bytes from ptr:
+  // reading it so went out of bounds.
+  if (info.size > 1 && info.strides[0] != 1) {
+    throw py::value_error("data must be contiguous bytes, got a view with stride " +
+                          std::to_string(info.strides[0]) + "; pass bytes(data)");
+  }
+  return info;
+}
+
+py::tuple to_tuple(const image::ImageInfo& info) { return py::make_tuple(info.format, info.width, info.height); }
 
 image::DecodeOptions decode_options(int64_t max_pixels) {
   if (max_pixels <= 0) throw py::value_error("max_pixels must be > 0, got " + std::to_string(max_pixels));
@@ -66,17 +85,7 @@ void bind_image(py::module_& parent) {
       "decode_memory",
       [](const py::buffer& data, const std::string& name, int64_t max_pixels) {
         const auto options = decode_options(max_pixels);
-        const py::buffer_info info = data.request();
-        if (info.ndim != 1 || info.itemsize != 1) {
-          throw py::type_error("data must be bytes-like (1-D bytes), got a buffer of " + std::to_string(info.ndim) +
-                               " dimensions and item size " + std::to_string(info.itemsize));
-        }
-        // A strided view (memoryview(b)[::-1]) is not `size` bytes from ptr:
-        // reading it so went out of bounds.
-        if (info.size > 1 && info.strides[0] != 1) {
-          throw py::value_error("data must be contiguous bytes, got a view with stride " +
-                                std::to_string(info.strides[0]) + "; pass bytes(data)");
-        }
+        const py::buffer_info info = byte_buffer(data);
         image::Image decoded;
         {
           py::gil_scoped_release release;
@@ -86,6 +95,38 @@ void bind_image(py::module_& parent) {
         return to_numpy(std::move(decoded));
       },
       py::arg("data"), py::arg("name") = "<memory>", py::arg("max_pixels") = image::kDefaultMaxPixels);
+
+  module.def(
+      "sniff_format",
+      [](const py::buffer& data) {
+        const py::buffer_info info = byte_buffer(data);
+        return image::sniff_format(static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size));
+      },
+      py::arg("data"));
+  module.def("is_supported_format", &image::is_supported_format, py::arg("format"));
+  module.def(
+      "read_info",
+      [](const py::buffer& data, const std::string& name) {
+        const py::buffer_info info = byte_buffer(data);
+        image::ImageInfo header;
+        {
+          py::gil_scoped_release release;
+          header = image::read_info(static_cast<const uint8_t*>(info.ptr), static_cast<size_t>(info.size), name);
+        }
+        return to_tuple(header);
+      },
+      py::arg("data"), py::arg("name") = "<memory>");
+  module.def(
+      "read_info_file",
+      [](const std::string& path) {
+        image::ImageInfo header;
+        {
+          py::gil_scoped_release release;
+          header = image::read_info_file(path);
+        }
+        return to_tuple(header);
+      },
+      py::arg("path"));
 
   module.def(
       "resize_bilinear",
