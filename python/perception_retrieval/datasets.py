@@ -36,12 +36,19 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
+from . import errors as _errors
+
 FORMATS = ("sop", "products10k", "vprc", "manifest", "folders")
 
-# Extensions the decoder reads (stb + PIL's rules), and ones it cannot that a
-# user may well have in a product folder: those are named, not skipped silently.
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".bmp", ".gif", ".tga", ".ppm", ".pgm", ".pnm", ".pbm")
-UNSUPPORTED_IMAGE_EXTENSIONS = (".webp", ".tif", ".tiff", ".heic", ".heif", ".avif", ".jxl")
+# Which files of an instance folder are images, by extension: the formats the
+# decoder reads, and ones it cannot that a user may well have in a product
+# folder. Whether a file can be read is decided by its contents (the decoder's
+# own format sniffing), never by its extension: a JPEG named .png is fine, a
+# HEIC photo named .jpg is reported before encoding starts.
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".png", ".webp", ".bmp", ".dib", ".gif", ".tif", ".tiff", ".tga",
+                    ".ppm", ".pgm", ".pnm", ".pbm", ".psd")
+UNSUPPORTED_IMAGE_EXTENSIONS = (".heic", ".heif", ".avif", ".jxl")
+_UNREADABLE = "images in formats the decoder cannot read (convert them to PNG or JPEG)"
 
 _MAX_LISTED = 10  # problems of one kind listed in full; the rest are counted
 
@@ -196,11 +203,25 @@ def _read_csv(name: str, path: str, required: Sequence[str], optional: Sequence[
 
 
 def _image_size(path: str) -> Tuple[int, int]:
-    """(width, height) from the file header, without decoding the pixels."""
-    from PIL import Image
+    """(width, height) from the file header, without decoding the pixels: the
+    size the decoder will find (PIL's Image.size)."""
+    from . import image
 
-    with Image.open(path) as image:
-        return image.size
+    _, width, height = image.info(path)
+    return width, height
+
+
+def _unreadable_format(path: str) -> Optional[str]:
+    """The name of the format of `path`'s contents when it is one the decoder
+    does not read (e.g. "HEIC/HEIF"), else None. Unrecognised or unreadable
+    contents are left to the decoder, which names the problem when encoding."""
+    from . import image
+
+    try:
+        format = image.sniff(path)
+    except OSError:
+        return None
+    return format if format is not None and not image.is_supported(format) else None
 
 
 def _parse_box(cells: Dict[str, str], columns: Sequence[str]) -> Tuple[Optional[Tuple[int, int, int, int]], str]:
@@ -233,7 +254,7 @@ def _check_boxes(images: List[ImageRef], problems: _Problems, where: Dict[int, s
             continue
         try:
             width, height = _image_size(image.path)
-        except Exception as error:  # PIL raises many types for unreadable files
+        except (_errors.Error, OSError) as error:
             problems.add("unreadable images", f"{where.get(index, image.path)} ({error})")
             checked.append(image)
             continue
@@ -256,14 +277,26 @@ def _resolve(root: str, relative: str) -> str:
     return os.path.normpath(os.path.join(root, relative))
 
 
+def _is_readable_format(path: str) -> bool:
+    """Whether `path`'s contents are in a format the decoder reads."""
+    from . import image
+
+    try:
+        format = image.sniff(path)
+    except OSError:
+        return False
+    return format is not None and image.is_supported(format)
+
+
 def _check_files(images: Sequence[ImageRef], problems: _Problems, where: Dict[int, str]) -> None:
     for index, image in enumerate(images):
         if not os.path.isfile(image.path):
             what = "a folder" if os.path.isdir(image.path) else "missing"
             problems.add("missing images", f"{where.get(index, image.path)} ({what})")
-        elif image.path.lower().endswith(UNSUPPORTED_IMAGE_EXTENSIONS):
-            problems.add("images in formats the decoder cannot read (convert them to PNG or JPEG)",
-                         where.get(index, image.path))
+        else:
+            format = _unreadable_format(image.path)
+            if format is not None:
+                problems.add(_UNREADABLE, f"{where.get(index, image.path)} ({format})")
 
 
 def _all_vs_all(name: str, fmt: str, root: str, images: List[ImageRef], labels: List[str],
@@ -448,12 +481,15 @@ def load_folders(path: str, name: Optional[str] = None) -> Dataset:
         for file_name in sorted(os.listdir(folder)):
             file_path = os.path.join(folder, file_name)
             lower = file_name.lower()
-            if lower.endswith(UNSUPPORTED_IMAGE_EXTENSIONS):
-                problems.add("images in formats the decoder cannot read (convert them to PNG or JPEG)",
-                             os.path.join(instance, file_name))
-            elif lower.endswith(IMAGE_EXTENSIONS) and os.path.isfile(file_path):
-                images.append(ImageRef(file_path))
-                labels.append(instance)
+            if lower.endswith(IMAGE_EXTENSIONS + UNSUPPORTED_IMAGE_EXTENSIONS) and os.path.isfile(file_path):
+                format = _unreadable_format(file_path)
+                # By contents; a file named as an unreadable format must show it can be read.
+                if format is not None or (lower.endswith(UNSUPPORTED_IMAGE_EXTENSIONS) and
+                                          not _is_readable_format(file_path)):
+                    problems.add(_UNREADABLE, os.path.join(instance, file_name) + (f" ({format})" if format else ""))
+                else:
+                    images.append(ImageRef(file_path))
+                    labels.append(instance)
             elif not file_name.startswith("."):
                 ignored.append(os.path.join(instance, file_name))
     if not images and not problems:

@@ -217,16 +217,57 @@ def test_folders_one_per_instance(tmp_path):
     assert any("ignored 2 entries" in note and "drill/notes.txt" in note for note in dataset.notes)
 
 
+HEIC = b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic" + bytes(64)
+
+
+def write_bytes(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "wb") as out:
+        out.write(data)
+
+
 def test_folders_reject_unreadable_formats_and_empty_trees(tmp_path):
     write_image(str(tmp_path / "set" / "a" / "0.png"))
-    write_text(str(tmp_path / "set" / "a" / "1.webp"), "RIFF....WEBP")
-    with pytest.raises(DatasetError, match=r"formats the decoder cannot read.*a/1.webp"):
+    write_bytes(str(tmp_path / "set" / "a" / "1.heic"), HEIC)
+    with pytest.raises(DatasetError, match=r"formats the decoder cannot read.*a/1.heic \(HEIC/HEIF\)"):
+        datasets.load_folders(str(tmp_path / "set"))
+    os.remove(tmp_path / "set" / "a" / "1.heic")
+    write_bytes(str(tmp_path / "set" / "a" / "2.avif"), b"not an image at all")
+    with pytest.raises(DatasetError, match=r"formats the decoder cannot read.*a/2.avif"):
         datasets.load_folders(str(tmp_path / "set"))
     os.makedirs(tmp_path / "empty" / "x")
     with pytest.raises(DatasetError, match="no image found"):
         datasets.load_folders(str(tmp_path / "empty"))
     with pytest.raises(DatasetError, match="is not a folder"):
         datasets.load_folders(str(tmp_path / "nope"))
+
+
+def test_formats_are_told_by_contents_not_extensions(tmp_path):
+    # A JPEG named .png, a WebP named .jpg, a TIFF: read. A HEIC photo named .jpg: found before encoding.
+    write_image(str(tmp_path / "set" / "a" / "0.png"), fmt="JPEG")
+    write_image(str(tmp_path / "set" / "a" / "1.jpg"), fmt="WEBP", seed=1)
+    write_image(str(tmp_path / "set" / "b" / "2.tif"), fmt="TIFF", seed=2)
+    write_image(str(tmp_path / "set" / "b" / "3.heic"), fmt="PNG", seed=3)  # readable contents, odd name: fine
+    dataset = datasets.load_folders(str(tmp_path / "set"))
+    assert len(dataset.images) == 4
+    write_bytes(str(tmp_path / "set" / "b" / "4.jpg"), HEIC)
+    with pytest.raises(DatasetError, match=r"formats the decoder cannot read.*b/4.jpg \(HEIC/HEIF\)"):
+        datasets.load_folders(str(tmp_path / "set"))
+    # Manifests too, and box checks read sizes with the decoder's header reader.
+    write_image(str(tmp_path / "m" / "q.png"), size=(40, 30), fmt="WEBP")
+    write_bytes(str(tmp_path / "m" / "g.jpg"), HEIC)
+    write_text(str(tmp_path / "m" / "m.csv"), "path,instance_id,role,bbox_x,bbox_y,bbox_w,bbox_h\n"
+                                                "q.png,a,query,30,20,20,20\ng.jpg,a,gallery,,,,\n")
+    with pytest.raises(DatasetError) as raised:
+        datasets.load_manifest(str(tmp_path / "m" / "m.csv"))
+    assert "g.jpg (HEIC/HEIF)" in str(raised.value)
+    os.remove(tmp_path / "m" / "g.jpg")
+    write_image(str(tmp_path / "m" / "g.jpg"), fmt="PNG")
+    dataset = datasets.load_manifest(str(tmp_path / "m" / "m.csv"))
+    assert dataset.images[0].crop == (30, 20, 10, 10)  # clipped to the WebP's 40 x 30 pixels
+    write_bytes(str(tmp_path / "m" / "q.png"), b"\x89PNG\r\n\x1a\n\x00\x00")  # a header cut short
+    with pytest.raises(DatasetError, match=r"unreadable images.*q.png.*truncated PNG data"):
+        datasets.load_manifest(str(tmp_path / "m" / "m.csv"))
 
 
 def test_specs(tmp_path):
