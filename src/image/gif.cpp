@@ -192,10 +192,18 @@ LzwEnd decode_lzw(const Source& in, const GifFrame& frame, std::vector<uint8_t>&
   size_t at = frame.data_offset;
   const uint8_t* data = in.data;
   const size_t size = in.size;
-  auto put = [&](const uint8_t* run, int count) -> bool {  // false when the frame is complete
-    for (int i = 0; i < count; ++i) {
-      indices[static_cast<size_t>(y * width + x)] = run[i];
-      if (++x >= width && !new_line()) return false;
+  uint8_t* row = indices.data();
+  auto put = [&](const uint8_t* run, int64_t count) -> bool {  // false when the frame is complete
+    while (count > 0) {
+      const int64_t n = std::min(count, width - x);
+      std::memcpy(row + x, run, static_cast<size_t>(n));
+      run += n;
+      count -= n;
+      x += n;
+      if (x >= width) {
+        if (!new_line()) return false;
+        row = indices.data() + static_cast<size_t>(y * width);
+      }
     }
     return true;
   };

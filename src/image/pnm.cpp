@@ -338,6 +338,10 @@ Image decode_pnm(const Source& in) {
       scaled[v] = std::min<int64_t>(out_max, pil_scale(static_cast<int64_t>(v), layout.max_value, out_max));
     }
   }
+  if (as_stored && sample_bytes == 1 && bands == 3) {
+    std::memcpy(out, data, static_cast<size_t>(samples));
+    return image;
+  }
   for (uint64_t i = 0; i < samples; ++i) {
     const int value = sample_bytes == 1 ? data[i] : be16(data + 2 * i);
     store(i, as_stored ? value : scaled[static_cast<size_t>(value)]);

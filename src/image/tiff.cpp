@@ -311,7 +311,7 @@ inline uint8_t clip8(int v) { return static_cast<uint8_t>(v < 0 ? 0 : v > 255 ? 
 
 /// PIL's RGB for pixel samples s[0..samples).
 void to_rgb(const TiffLayout& layout, const double* sd, uint8_t* out) {
-  int s[6];
+  int s[6] = {};
   for (int i = 0; i < layout.samples && i < 6; ++i) s[i] = layout.layout == Layout::float_grey ? 0 : static_cast<int>(std::max(-2147483648.0, std::min(2147483647.0, sd[i])));
   switch (layout.layout) {
     case Layout::bits: {
@@ -410,6 +410,8 @@ Image decode_tiff(const Source& in) {
     corrupt(in, "not enough memory to decode this TIFF (strips or tiles of " + std::to_string(block_bytes) + " bytes)");
   }
   std::vector<double> s(static_cast<size_t>(layout.samples));
+  const bool fast = layout.bits == 8 && (layout.layout == Layout::grey || layout.layout == Layout::grey_alpha ||
+                                         layout.layout == Layout::palette || layout.layout == Layout::rgb);
   for (int64_t top = 0; top < height; top += band_rows) {
     const int64_t rows = std::min<int64_t>(band_rows, height - top);
     for (int p = 0; p < planes; ++p) {
@@ -445,6 +447,30 @@ Image decode_tiff(const Source& in) {
     }
     for (int64_t r = 0; r < rows; ++r) {
       uint8_t* out = image.pixels.data() + static_cast<size_t>((top + r) * width) * 3;
+      if (fast && !layout.planar) {  // 8-bit contiguous samples: no per-sample dispatch
+        const uint8_t* in = band[0].data() + r * row_bytes;
+        const int n = layout.samples;
+        for (int64_t x = 0; x < width; ++x, out += 3, in += n) {
+          switch (layout.layout) {
+            case Layout::grey: case Layout::grey_alpha:
+              out[0] = out[1] = out[2] = layout.min_is_white ? static_cast<uint8_t>(255 - in[0]) : in[0];
+              break;
+            case Layout::palette: {
+              const uint8_t* rgb = layout.palette[in[0]];
+              out[0] = rgb[0];
+              out[1] = rgb[1];
+              out[2] = rgb[2];
+              break;
+            }
+            default:  // rgb
+              out[0] = in[0];
+              out[1] = in[1];
+              out[2] = in[2];
+              break;
+          }
+        }
+        continue;
+      }
       for (int64_t x = 0; x < width; ++x, out += 3) {
         for (int c = 0; c < layout.samples; ++c) {
           const uint8_t* row = band[layout.planar ? c : 0].data() + r * row_bytes;

@@ -103,6 +103,15 @@ def test_preprocess_is_the_model_input(tiny, photos):
     pixels = np.array(Image.open(photos[0]).convert("RGB"))
     encoder = pr.Encoder(path)
     np.testing.assert_array_equal(encoder.preprocess(pixels), pr.image.preprocess(pixels, 56))
+    # Every input form encode takes has its model input: a path, bytes, pixels.
+    for photo in photos:
+        expected = pr.image.preprocess(np.array(Image.open(photo).convert("RGB")), 56)
+        for form in (photo, str(photo), photo.read_bytes(), bytearray(photo.read_bytes()), pr.image.decode(photo)):
+            np.testing.assert_array_equal(encoder.preprocess(form), expected)
+    with pytest.raises(pr.CorruptFileError, match="<bytes>: truncated"):
+        encoder.preprocess(photos[1].read_bytes()[:2000])
+    with pytest.raises(TypeError, match="pixels"):
+        encoder.preprocess(42)
     assert encoder.metadata["image_size"] == encoder.image_size == 56
     assert encoder.embedding_dim == 32
 
@@ -112,11 +121,9 @@ def test_skip_mode_reports_failures_without_shifting_rows(tiny, photos, tmp_path
     (tmp_path / "empty.jpg").write_bytes(b"")
     jpeg = photos[1].read_bytes()
     (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
-    buffer = io.BytesIO()
-    Image.new("RGB", (8, 8)).save(buffer, "WEBP")
-    (tmp_path / "photo.webp").write_bytes(buffer.getvalue())
+    (tmp_path / "photo.heic").write_bytes(b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic")
     inputs = [photos[0], tmp_path / "missing.png", photos[2], tmp_path / "empty.jpg", tmp_path / "cut.jpg",
-              tmp_path / "photo.webp", photos[3]]
+              tmp_path / "photo.heic", photos[3]]
     embeddings, rows, failures = pr.Encoder(path, batch_size=2).encode(inputs, on_error="skip")
     assert rows.tolist() == [0, 2, 6]
     assert [index for index, _ in failures] == [1, 3, 4, 5]
@@ -124,7 +131,7 @@ def test_skip_mode_reports_failures_without_shifting_rows(tiny, photos, tmp_path
     assert "missing.png: no such image file" in reasons[1]
     assert "empty.jpg" in reasons[3] and "empty" in reasons[3]
     assert "cut.jpg" in reasons[4] and "truncated" in reasons[4]
-    assert "WebP images are not supported" in reasons[5]
+    assert "HEIC/HEIF images are not supported" in reasons[5]
     np.testing.assert_allclose(embeddings, pr.Encoder(path).encode([photos[0], photos[2], photos[3]]), atol=1e-6)
     with pytest.raises(FileNotFoundError, match="missing.png: no such image file"):
         pr.Encoder(path).encode(inputs)

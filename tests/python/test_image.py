@@ -1,9 +1,11 @@
 """perception_retrieval.image against PIL (and torchvision's arithmetic), on
-images the tests draw and write themselves in every supported format."""
+images the tests draw and write themselves in every supported format.
+(tests/python/test_image_formats.py compares every format variant with PIL.)"""
 
 import io
 import math
 import os
+import re
 
 import numpy as np
 import pytest
@@ -192,13 +194,14 @@ def test_decode_reads_paths_and_bytes_alike(tmp_path):
 # --- bad input -------------------------------------------------------------
 
 def unsupported_files():
-    rgb = Image.fromarray(noise(8, 8))
-    return {"WebP": encode(rgb, "WEBP"), "TIFF": encode(rgb, "TIFF"),
-            "HEIC/HEIF": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
-            "AVIF": b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf"}
+    return {"HEIC/HEIF": b"\x00\x00\x00\x18ftypheic\x00\x00\x00\x00mif1heic",
+            "AVIF": b"\x00\x00\x00\x1cftypavif\x00\x00\x00\x00avifmif1miaf",
+            "JPEG XL": b"\xff\x0a" + bytes(30),
+            "Radiance HDR": b"#?RADIANCE\nFORMAT=32-bit_rle_rgbe\n\n-Y 1 +X 1\n\x80\x40\x20\x80",
+            "JPEG 2000": b"\x00\x00\x00\x0cjP  \r\n\x87\n" + bytes(20)}
 
 
-@pytest.mark.parametrize("format", ["WebP", "TIFF", "HEIC/HEIF", "AVIF"])
+@pytest.mark.parametrize("format", sorted(unsupported_files()))
 def test_unsupported_formats_name_file_and_format(tmp_path, format):
     path = tmp_path / "product.img"
     path.write_bytes(unsupported_files()[format])
@@ -206,6 +209,45 @@ def test_unsupported_formats_name_file_and_format(tmp_path, format):
         image.decode(path)
     assert str(path) in str(raised.value)
     assert f"{format} images are not supported" in str(raised.value)
+    with pytest.raises(pr.UnsupportedFormatError, match=re.escape(format)):
+        image.info(path)
+    assert image.sniff(path) == format and not image.is_supported(format)
+
+
+def test_webp_and_tiff_decode_to_pils_pixels(tmp_path):
+    rgb = Image.fromarray(text_like(45, 70))
+    for fmt, params in [("WEBP", {"quality": 80}), ("WEBP", {"lossless": True}), ("TIFF", {"compression": "tiff_lzw"})]:
+        data = encode(rgb, fmt, **params)
+        np.testing.assert_array_equal(image.decode(data), np.array(Image.open(io.BytesIO(data)).convert("RGB")))
+
+
+def test_info_and_sniff_read_headers_only(tmp_path):
+    for fmt, name in [("JPEG", "JPEG"), ("PNG", "PNG"), ("WEBP", "WebP"), ("GIF", "GIF"), ("BMP", "BMP"),
+                      ("TIFF", "TIFF"), ("TGA", "TGA"), ("PPM", "PNM")]:
+        pil_image = Image.fromarray(noise(21, 34))
+        data = encode(pil_image if fmt != "GIF" else pil_image.convert("P"), fmt)
+        path = tmp_path / f"image.{fmt.lower()}"
+        path.write_bytes(data)
+        assert image.info(data) == (name, 34, 21) == image.info(path), fmt
+        assert image.sniff(data) == name == image.sniff(path) and image.is_supported(name)
+    # A JPEG whose frame header lies past the first 64 KiB (a large EXIF segment): the file is read further.
+    jpeg = encode(Image.fromarray(noise(5, 6)), "JPEG")
+    padded = jpeg[:2] + b"\xff\xe1" + (65535).to_bytes(2, "big") + bytes(65533) + b"\xff\xe2\x40\x00" + bytes(
+        16382) + jpeg[2:]
+    path = tmp_path / "big_exif.jpg"
+    path.write_bytes(padded)
+    assert image.info(path) == ("JPEG", 6, 5)
+    # Headers only: damage further in is seen by decode, not by info.
+    cut = tmp_path / "cut.png"
+    cut.write_bytes(lossless_cases()["png-rgb"][:200])
+    assert image.info(cut) == ("PNG", 70, 45)
+    with pytest.raises(pr.CorruptFileError, match="truncated PNG data"):
+        image.decode(cut)
+    with pytest.raises(pr.CorruptFileError, match="not a readable image"):
+        image.info(b"just some text")
+    assert image.sniff(b"just some text") is None
+    with pytest.raises(pr.FileNotFoundError):
+        image.info(tmp_path / "missing.png")
 
 
 def test_bad_files_raise_errors_naming_the_file(tmp_path):
@@ -215,8 +257,8 @@ def test_bad_files_raise_errors_naming_the_file(tmp_path):
         "missing.jpg": (None, "no such image file"),
         "empty.jpg": (b"", "empty"),
         "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated"),
-        "truncated.png": (png[: len(png) // 2], "corrupt image"),
-        "garbage.png": (b"\x89PNG\r\n\x1a\n" + os.urandom(64), "not a readable image"),
+        "truncated.png": (png[: len(png) // 2], "truncated PNG data"),
+        "garbage.png": (b"\x89PNG\r\n\x1a\n" + bytes(range(64)), "PNG"),
         "notes.txt": (b"just some text, not an image", "not a readable image"),
     }
     for name, (content, message) in cases.items():
@@ -230,7 +272,7 @@ def test_bad_files_raise_errors_naming_the_file(tmp_path):
         image.decode(tmp_path)
 
 
-def test_pixel_limit_rejects_bombs_before_decoding():
+def test_pixel_limit_follows_pils_bomb_rule(capfd):
     # A PNG header claiming 100000 x 100000 pixels with almost no data.
     import struct
     import zlib
@@ -238,12 +280,18 @@ def test_pixel_limit_rejects_bombs_before_decoding():
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     bomb = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", 13) + b"IHDR" + ihdr +
             struct.pack(">I", zlib.crc32(b"IHDR" + ihdr)))
-    with pytest.raises(pr.CorruptFileError, match="10000000000 pixels, over the limit of 89478485"):
+    with pytest.raises(pr.CorruptFileError, match="10000000000 pixels, over the limit of 178956970"):
         image.decode(bomb)
+    # PIL refuses above 2 x MAX_IMAGE_PIXELS and only warns above it: so here.
     small = lossless_cases()["png-rgb"]  # 70 x 45 = 3150 pixels
-    with pytest.raises(pr.CorruptFileError, match="over the limit of 3000"):
-        image.decode(small, max_pixels=3000)
+    with pytest.raises(pr.CorruptFileError, match=r"over the limit of 3000 \(2 x max_pixels 1500"):
+        image.decode(small, max_pixels=1500)
+    capfd.readouterr()
+    assert image.decode(small, max_pixels=1575).shape == (45, 70, 3)  # exactly 2 x max_pixels
+    assert "<bytes>: the PNG header declares 70 x 45 = 3150 pixels, over max_pixels 1575" in capfd.readouterr().err
     assert image.decode(small, max_pixels=3150).shape == (45, 70, 3)
+    assert "max_pixels" not in capfd.readouterr().err
+    assert image.DEFAULT_MAX_PIXELS == 89_478_485 == Image.MAX_IMAGE_PIXELS
 
 
 def test_bad_arrays_and_arguments():
