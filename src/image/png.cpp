@@ -390,8 +390,8 @@ PngStatus png_decode_rows(const uint8_t* data, size_t size, size_t first_image_c
   constexpr size_t kPiece = 16 * 1024;
   size_t at = first_image_chunk;
   while (at < size && context->rows_done < context->rows_expected) {
-    size_t end = size;
-    if (size - at >= 8) {
+    size_t end = size;  // a chunk cut short is fed as far as it goes
+    if (size - at >= 12) {
       const size_t length = be32(data + at);
       if (length <= size - at - 12) end = at + 12 + length;
     }
