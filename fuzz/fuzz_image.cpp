@@ -1,7 +1,8 @@
-// libFuzzer harness fuzz_image: arbitrary bytes through pe::image::decode_memory
-// (libjpeg-turbo for JPEG, stb_image for the rest, the bomb checks before
-// them), then resize_bilinear and preprocess to small sizes derived from the
-// bytes. The body is pe::fuzz::image_target in targets.hpp, shared with the
+// libFuzzer harness fuzz_image: arbitrary bytes through pe::image's format
+// sniffing, header reader and decode_memory (libjpeg-turbo, libpng, libwebp
+// and libtiff with PIL's rules around them; the library's own BMP, GIF, TGA,
+// PNM and PSD readers; the bomb checks before all of them), then
+// resize_bilinear and preprocess to small sizes derived from the bytes. The body is pe::fuzz::image_target in targets.hpp, shared with the
 // regression replay in tests/cpp/test_hardening_fuzz_regressions.cpp.
 
 #include <cstddef>

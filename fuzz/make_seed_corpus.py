@@ -6,8 +6,10 @@
 Seeds are small valid files of every format each harness reads, written by
 independent producers (PIL, numpy, the Python binding's Retriever.save) plus
 hand-built files for what those cannot write (16-bit RGB and interlaced PNG,
-PSD, Radiance HDR), then damaged copies: truncations, and headers that claim
-huge sizes or absurd chunk lengths. Mutating valid files reaches the decoders'
+PSD, Radiance HDR, and every variant of tests/python/image_cases.py: BMP
+headers and RLE, GIF LZW streams, TGA origins, plain PNM, TIFF layouts,
+WebP), then damaged copies: truncations, and headers that claim huge sizes or
+absurd chunk lengths. Mutating valid files reaches the decoders'
 deep paths far sooner than starting from nothing.
 
 Needs numpy and Pillow; the index seeds need perception_retrieval importable
@@ -24,6 +26,11 @@ import zlib
 
 import numpy as np
 from PIL import Image
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "tests", "python"))
+import image_cases  # noqa: E402  (the differential test's generators)
+
+MAX_SEED_BYTES = 16384  # scripts/fuzz.sh runs with -max_len=16384
 
 
 def noise(height, width, channels=3, seed=0):
@@ -136,6 +143,11 @@ def image_seeds() -> dict:
         "rgb.psd": psd(6, 5),
         "rgb.hdr": hdr(4, 3),
     }
+    # Every variant of the differential test against PIL (tests/python/image_cases.py):
+    # BMP, GIF, TGA, PNM, PSD, PNG, WebP, TIFF and JPEG layouts, hand-built and PIL-written.
+    for name, data in image_cases.cases().items():
+        if len(data) <= MAX_SEED_BYTES:
+            seeds["case_" + name.replace("/", "_")] = data
     # Damaged copies: cut in the header, in the middle, one byte short.
     for name, data in list(seeds.items()):
         for cut in (24, len(data) // 2, len(data) - 1):

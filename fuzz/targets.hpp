@@ -94,34 +94,50 @@ inline std::string write_scratch(const std::string& name, const uint8_t* data, s
 // ---------------------------------------------------------------------------
 // (a) image decoding + preprocessing
 
-/// Decodes `data` as an image file and, if it is one, resizes and preprocesses
-/// it to small sizes derived from the bytes (so a mutation of the image also
-/// explores target sizes without consuming any of its bytes).
+/// Sniffs `data`, reads its header and decodes it as an image file (every
+/// reader: JPEG, PNG, WebP, TIFF through their libraries, BMP, GIF, TGA, PNM
+/// and PSD through the library's own code) and, if it is one, resizes and
+/// preprocesses it to small sizes derived from the bytes (so a mutation of the
+/// image also explores target sizes without consuming any of its bytes).
 inline void image_target(const uint8_t* data, size_t size) {
   // Small limits keep each run fast; the code paths are the same at any size.
   pe::image::DecodeOptions options;
-  options.max_pixels = int64_t{1} << 20;
+  options.max_pixels = int64_t{1} << 19;  // refused above 2^20
+  const std::string format = pe::image::sniff_format(data, size);
+  pe::image::ImageInfo info;
+  bool have_info = false;
+  try {
+    info = pe::image::read_info(data, size, "fuzz input");
+    have_info = true;
+    require(info.format == format, "read_info names another format than sniff_format");
+  } catch (const std::runtime_error&) {
+  }
   pe::image::Image image;
   try {
     image = pe::image::decode_memory(data, size, "fuzz input", options);
   } catch (const std::runtime_error&) {
     return;  // not an image, corrupt, too big, unsupported: all reported as such
   }
+  require(pe::image::is_supported_format(format), "decoded a format sniff_format calls unsupported");
+  require(have_info && info.width == image.width && info.height == image.height,
+          "the header reader's size differs from the decoded image's");
   require(image.width > 0 && image.height > 0, "decoded image has a non-positive size");
-  require(int64_t{image.width} * image.height <= options.max_pixels, "decoded image exceeds max_pixels");
+  require(int64_t{image.width} * image.height <= 2 * options.max_pixels, "decoded image exceeds 2 x max_pixels");
   require(image.pixels.size() == static_cast<size_t>(image.width) * image.height * 3,
           "decoded pixel buffer does not hold width x height x 3 bytes");
 
-  // The same bytes with a tiny pixel limit must be refused, never decoded.
+  // The same bytes with a pixel limit below the image (PIL's rule: refused
+  // above twice max_pixels) must be refused, never decoded.
+  const int64_t pixels = int64_t{image.width} * image.height;
   pe::image::DecodeOptions tiny;
-  tiny.max_pixels = std::max<int64_t>(1, int64_t{image.width} * image.height - 1);
+  tiny.max_pixels = std::max<int64_t>(1, (pixels - 1) / 2);
   bool refused = false;
   try {
     pe::image::decode_memory(data, size, "fuzz input", tiny);
   } catch (const std::runtime_error&) {
     refused = true;
   }
-  require(refused || int64_t{image.width} * image.height == 1, "an image over max_pixels was decoded");
+  require(refused || pixels <= 2, "an image over 2 x max_pixels was decoded");
 
   uint32_t seed = static_cast<uint32_t>(size);
   for (size_t i = 0; i < size; i += std::max<size_t>(1, size / 16)) seed = seed * 31 + data[i];

@@ -53,6 +53,8 @@ rm -rf build/fuzz/seeds
 # The harnesses' scratch files (fuzz/targets.hpp) stay inside the build tree.
 export TMPDIR=$ROOT/build/fuzz/tmp
 rm -rf "$TMPDIR" && mkdir -p "$TMPDIR"
+# The decoders log images over max_pixels as warnings: not news for a fuzzer.
+export PE_LOG_LEVEL=${PE_LOG_LEVEL:-error}
 export ASAN_OPTIONS=${ASAN_OPTIONS:-abort_on_error=1:detect_leaks=1:allocator_may_return_null=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 failed=()
