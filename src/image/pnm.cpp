@@ -130,9 +130,10 @@ class PlainReader {
  public:
   PlainReader(const Source& in, const PnmLayout& layout) : in_(in), layout_(layout), at_(layout.data_offset) {}
 
-  /// Bits: '0' -> 255 (white), '1' -> 0; samples: scaled values. `total` samples.
-  std::vector<int64_t> read(size_t total) {
-    std::vector<int64_t> values;
+  /// Bits: '0' -> 255 (white), '1' -> 0; samples: scaled to PIL's mode, then
+  /// to 8 bits as convert("RGB") does (PIL's "I" clipped). `total` samples.
+  std::vector<uint8_t> read(size_t total) {
+    std::vector<uint8_t> values;
     values.reserve(std::min<size_t>(total, size_t{1} << 24));
     if (layout_.kind == Kind::bits) {
       while (values.size() != total) {
@@ -190,7 +191,7 @@ class PlainReader {
         int64_t scaled = pil_scale(value, layout_.max_value, out_max);
         if (!wide) scaled &= 255;  // PIL's o8 keeps the low byte
         if (wide && scaled < 0) corrupt(in_, "corrupt PNM: a negative sample (PIL refuses it too)");
-        values.push_back(scaled);
+        values.push_back(static_cast<uint8_t>(std::min<int64_t>(scaled, 255)));
         if (values.size() == total) break;
       }
     }
@@ -299,7 +300,7 @@ Image decode_pnm(const Source& in) {
   };
   if (layout.plain) {
     PlainReader reader(in, layout);
-    const std::vector<int64_t> values = reader.read(static_cast<size_t>(samples));
+    const std::vector<uint8_t> values = reader.read(static_cast<size_t>(samples));
     if (values.size() < samples) {
       truncated(in, "PNM", "after " + std::to_string(values.size()) + " of its " + std::to_string(samples) +
                                " samples (PIL: \"not enough image data\")");

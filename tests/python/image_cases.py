@@ -467,6 +467,14 @@ def gif_cases() -> Dict[str, bytes]:
     two = gif((12, 10), [{"indices": idx}, {"indices": idx[::-1], "palette": pal[::-1]}], pal)
     cases["gif/two-frames"] = two
     cases["gif/no-image"] = b"GIF89a" + struct.pack("<HHBBB", 4, 4, 0, 0, 0) + b";"
+    basic = cases["gif/basic"]
+    start = 13 + len(pal) + (3 * 16 - len(pal))
+    extensions = (b"!\xfe\x05hello\x03abc\x00" + b"!\xff\x0bNETSCAPE2.0\x03\x01\x00\x00\x00" +
+                  b"!\x01\x0c" + bytes(12) + b"\x00")  # comment, loop count, plain text
+    cases["gif/extensions"] = basic[:start] + extensions + basic[start:]
+    cases["gif/stray-bytes-between-blocks"] = basic[:start] + b"\x00\x07" + basic[start:]
+    cases["gif/two-control-extensions"] = (basic[:start] + b"!\xf9\x04\x01\x00\x00\x02\x00" +
+                                           b"!\xf9\x04\x00\x00\x00\x09\x00" + basic[start:])
     # PIL's writers.
     photo = Image.fromarray(gradient(20, 30))
     p = photo.convert("P", palette=Image.ADAPTIVE, colors=40)
@@ -554,6 +562,8 @@ def tga_cases() -> Dict[str, bytes]:
             name = f"tga/pil-{mode.lower()}" + ("-rle" if compression else "")
             cases[name] = pil_bytes(image, "TGA", compression=compression)
     cases["tga/pil-top-left"] = pil_bytes(photo, "TGA", orientation=1)
+    cases["tga/pil-1"] = pil_bytes(photo.convert("1"), "TGA")
+    cases["tga/pil-1-rle"] = pil_bytes(photo.convert("1"), "TGA", compression="tga_rle")
     return cases
 
 
@@ -773,6 +783,10 @@ def tiff_cases() -> Dict[str, bytes]:
     for name, image in images.items():
         for compression in ("raw", "tiff_lzw", "tiff_adobe_deflate", "packbits"):
             cases[f"tiff/pil-{name}-{compression}"] = pil_bytes(image, "TIFF", compression=compression)
+    cases["tiff/pil-i32"] = pil_bytes(Image.fromarray(noise(6, 7, 1, seed=5, high=256).astype(np.int32) * 3 - 200,
+                                                      "I"), "TIFF")
+    cases["tiff/pil-f"] = pil_bytes(Image.fromarray((noise(6, 7, 1, seed=6).astype(np.float32) * 1.7) - 100.5,
+                                                    "F"), "TIFF")
     cases["tiff/pil-rgb-lzw-predictor"] = pil_bytes(photo, "TIFF", compression="tiff_lzw", tiffinfo={317: 2})
     cases["tiff/pil-rgb-jpeg"] = pil_bytes(photo, "TIFF", compression="jpeg")
     cases["tiff/pil-multipage"] = pil_bytes(photo, "TIFF", save_all=True, append_images=[photo.convert("L")])
