@@ -2,7 +2,7 @@
 # Stb::Stb. Only the C++ tests use it (stb_image_write.h writes some of their
 # inputs); the library itself decodes with libjpeg, libpng, libtiff, libwebp
 # and its own readers.
-#   Debian/Ubuntu: apt-get install libstb-dev    or pass -DStb_INCLUDE_DIR=<dir holding stb/stb_image.h>
+#   Debian/Ubuntu: apt-get install libstb-dev    or pass -DStb_INCLUDE_DIR=<dir holding stb/stb_image_write.h>
 find_path(Stb_INCLUDE_DIR NAMES stb/stb_image_write.h)
 include(FindPackageHandleStandardArgs)
 find_package_handle_standard_args(Stb REQUIRED_VARS Stb_INCLUDE_DIR

@@ -49,7 +49,8 @@ if command -v dpkg-query >/dev/null 2>&1 && command -v apt-get >/dev/null 2>&1; 
 else
   echo "bootstrap: this is not a Debian system. perception_retrieval needs the equivalents of:" >&2
   printf '  %s\n' "${PACKAGES[@]}" >&2
-  echo "(LibTorch 1.13 with its Python torch, Eigen 3.3+, stb_image, spdlog, GoogleTest, pybind11 2.10+," >&2
+  echo "(LibTorch 1.13 with its Python torch, Eigen 3.3+, libjpeg-turbo, libpng, libtiff 4.5+, libwebp, zlib," >&2
+  echo " stb_image_write (tests), spdlog, GoogleTest, pybind11 2.10+," >&2
   echo " CMake 3.18+, a C++17 compiler, Python 3.9+ with numpy, Pillow, pytest). Install them, then run:" >&2
   echo "  python3 -m venv --system-site-packages .venv && .venv/bin/pip install --no-build-isolation ." >&2
   exit 1

@@ -44,8 +44,8 @@ phase_done() { echo "sanitize: $1 took $(( $(date +%s) - phase_start )) s"; }
 # -O1: fast enough to run, still close to the optimised code paths. The
 # ignore list exempts one file only: stb_image_write.h, the JPEG/PNG *writer*
 # some tests use to make their inputs (its JPEG encoder left-shifts negative
-# values); the library never includes it, and stb_image.h, which decodes
-# untrusted images, stays checked.
+# values); the library never includes it, and its own image readers, which
+# decode untrusted images, stay checked.
 mkdir -p build/asan
 echo "src:*/stb/stb_image_write.h" > build/asan/ubsan_ignore.txt
 ASAN_FLAGS="-fsanitize=address,undefined -fno-sanitize-recover=all -fno-omit-frame-pointer"
