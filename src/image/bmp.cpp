@@ -296,7 +296,9 @@ std::vector<uint8_t> rle_indices(const Source& in, const BmpLayout& layout) {
       }
       const uint64_t right = in.data[at], up = in.data[at + 1];
       at += 2;
-      indices.insert(indices.end(), static_cast<size_t>(right + up * width), 0);
+      // Zeros past the last pixel end PIL's loop without changing the image: stop there.
+      const uint64_t skip = std::min<uint64_t>(right + up * width, total - indices.size());
+      indices.insert(indices.end(), static_cast<size_t>(skip), 0);
       x = indices.size() % width;
     } else {  // absolute: `byte` pixels follow (PIL reads byte // 2 bytes of them in RLE4)
       const size_t wanted = rle4 ? byte / 2 : byte;

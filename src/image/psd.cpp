@@ -22,6 +22,15 @@
 namespace pe::image::detail {
 namespace {
 
+/// a + b and a * b clamped to int64 (Python's integers do not overflow; past
+/// 2^62 an offset is past any file anyway).
+int64_t clamp128(__int128 v) {
+  constexpr int64_t kMax = int64_t{1} << 62;
+  return v > kMax ? kMax : v < -kMax ? -kMax : static_cast<int64_t>(v);
+}
+int64_t add(int64_t a, int64_t b) { return clamp128(static_cast<__int128>(a) + b); }
+int64_t multiply(int64_t a, int64_t b) { return clamp128(static_cast<__int128>(a) * b); }
+
 /// A Python file object over bytes: read() may come up short, seek() may go
 /// past the end; reading an integer from a short read is an error.
 class Stream {
@@ -39,7 +48,7 @@ class Stream {
     const int64_t left = pos_ < static_cast<int64_t>(size_) ? static_cast<int64_t>(size_) - pos_ : 0;
     const int64_t take = n < 0 ? left : std::min(n, left);
     const uint8_t* start = data_ + std::min<int64_t>(pos_, static_cast<int64_t>(size_));
-    pos_ += n < 0 ? take : n;
+    pos_ = add(pos_, n < 0 ? take : n);
     return {start, static_cast<size_t>(take)};
   }
   /// ImageFile._safe_read: exactly n bytes or an error.
@@ -104,10 +113,10 @@ std::vector<Channel> make_tiles(Stream& stream, int64_t xsize, int64_t ysize, in
   if (compression == 0) {
     for (int c = 0; c < channels; ++c) {
       tiles.push_back(Channel{false, offset});
-      offset += xsize * ysize;
+      offset = add(offset, multiply(xsize, ysize));
     }
   } else if (compression == 1) {
-    auto [counts, got] = stream.read(int64_t{channels} * ysize * 2);
+    auto [counts, got] = stream.read(multiply(int64_t{channels} * 2, ysize));
     offset = stream.tell();
     size_t i = 0;
     for (int c = 0; c < channels; ++c) {
@@ -166,11 +175,11 @@ void walk_layers(const Source& in, const uint8_t* begin, size_t size) {
     layers.safe_read(12);
     const int64_t extra = safe32();
     if (extra != 0) {
-      const int64_t end = layers.tell() + extra;
+      const int64_t end = add(layers.tell(), extra);
       int64_t length = safe32();
-      if (length != 0) layers.seek(layers.tell() + length - 16);
+      if (length != 0) layers.seek(add(layers.tell(), length - 16));
       length = safe32();
-      if (length != 0) layers.seek(layers.tell() + length);
+      if (length != 0) layers.seek(add(layers.tell(), length));
       length = layers.safe_read(1)[0];
       if (length != 0) layers.safe_read(length);
       layers.seek(end);
@@ -185,7 +194,7 @@ void walk_layers(const Source& in, const uint8_t* begin, size_t size) {
   }
 }
 
-PsdLayout read_layout(const Source& in) {
+PsdLayout read_layout(const Source& in, bool decoding) {
   Stream file(in, in.data, in.size, "header");
   const uint8_t* header = file.safe_read(26);
   if (be16(header + 4) != 1) corrupt(in, "not a readable image: a PSD of version " + std::to_string(be16(header + 4)));
@@ -224,6 +233,7 @@ PsdLayout read_layout(const Source& in) {
   layout.channels = channels;
   layout.width = be32(header + 18);
   layout.height = be32(header + 14);
+  if (decoding) check_size(in, "PSD", layout.width, layout.height);  // before the sections are walked
   Stream sections(in, in.data, in.size, "colour, resource and layer sections");
   sections.seek(26);
   // Colour mode data.
@@ -243,7 +253,7 @@ PsdLayout read_layout(const Source& in) {
   // Image resources: PIL reads each one.
   const int64_t resource_bytes = sections.u32();
   if (resource_bytes != 0) {
-    const int64_t end = sections.tell() + resource_bytes;
+    const int64_t end = add(sections.tell(), resource_bytes);
     while (sections.tell() < end) {
       sections.read(4);  // signature
       sections.u16();    // id
@@ -259,7 +269,7 @@ PsdLayout read_layout(const Source& in) {
   // Layer and mask information.
   const int64_t layer_section = sections.u32();
   if (layer_section != 0) {
-    const int64_t end = sections.tell() + layer_section;
+    const int64_t end = add(sections.tell(), layer_section);
     const int64_t layer_bytes = sections.u32();
     if (layer_bytes != 0) {
       const uint8_t* records = sections.safe_read(layer_bytes);
@@ -271,8 +281,8 @@ PsdLayout read_layout(const Source& in) {
   return layout;
 }
 
-PsdLayout checked_layout(const Source& in) {
-  PsdLayout layout = read_layout(in);
+PsdLayout checked_layout(const Source& in, bool decoding) {
+  PsdLayout layout = read_layout(in, decoding);
   if (layout.compression != 0 && layout.compression != 1) {
     unsupported(in, "PSD image data compressed with method " + std::to_string(layout.compression) +
                         (layout.compression == 2 || layout.compression == 3 ? " (ZIP)" : "") +
@@ -324,13 +334,12 @@ void read_channel(const Source& in, const Channel& channel, int64_t row_bytes, i
 }  // namespace
 
 ImageInfo info_psd(const Source& in) {
-  const PsdLayout layout = checked_layout(in);
+  const PsdLayout layout = checked_layout(in, false);
   return ImageInfo{"PSD", layout.width, layout.height};
 }
 
 Image decode_psd(const Source& in) {
-  const PsdLayout layout = checked_layout(in);
-  check_size(in, "PSD", layout.width, layout.height);
+  const PsdLayout layout = checked_layout(in, true);
   const int64_t width = layout.width, height = layout.height;
   const int64_t row_bytes = layout.mode == Mode::bilevel ? (width + 7) / 8 : width;
   Image image = new_image(in, width, height);

@@ -395,6 +395,11 @@ Image decode_tiff(const Source& in) {
     TIFFGetFieldDefaulted(tiff, TIFFTAG_ROWSPERSTRIP, &block_height);
   }
   if (block_width == 0 || block_height == 0) corrupt(in, "corrupt TIFF: strips or tiles of no size");
+  if (layout.tiled && uint64_t{block_width} * block_height > std::max<uint64_t>(uint64_t{1} << 22,
+                                                                                 4 * static_cast<uint64_t>(width * height))) {
+    corrupt(in, "corrupt TIFF: tiles of " + std::to_string(block_width) + " x " + std::to_string(block_height) +
+                    " pixels for a " + std::to_string(width) + " x " + std::to_string(height) + " image");
+  }
   block_height = static_cast<uint32_t>(std::min<int64_t>(block_height, height));
   const tmsize_t block_bytes = layout.tiled ? TIFFTileSize(tiff) : TIFFStripSize(tiff);
   const int64_t block_row_bytes = layout.tiled ? TIFFTileRowSize(tiff) : row_bytes;
