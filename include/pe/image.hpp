@@ -73,7 +73,7 @@ struct ImageInfo {
 
 /// The format an encoded image's first bytes name, with the tests decode
 /// uses to choose its decoder (and PIL's plugins use to claim a file): "JPEG",
-/// "PNG", "GIF", "BMP", "PNM", "PSD", "WebP", "TIFF" or "TGA" (recognised by
+/// "PNG", "GIF", "BMP", "DIB", "PNM", "PSD", "WebP", "TIFF" or "TGA" (recognised by
 /// its header fields alone, TGA having no magic bytes) for the formats decode
 /// reads; for well-known formats it does not read, their name ("HEIC/HEIF",
 /// "AVIF", "JPEG XL", "JPEG 2000", "Radiance HDR", "ICO", ...); "" when

@@ -49,7 +49,7 @@ def decode(source: Source, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
 
 def sniff(source: Source) -> Optional[str]:
     """The format an encoded image's first bytes name ("JPEG", "PNG", "WebP",
-    "GIF", "BMP", "TIFF", "TGA", "PNM", "PSD"; or the name of a known format
+    "GIF", "BMP", "DIB", "TIFF", "TGA", "PNM", "PSD"; or the name of a known format
     this library does not read, such as "HEIC/HEIF"), or None. Reads at most
     the first 32 bytes of a file; says nothing of whether the rest is intact."""
     if isinstance(source, (bytes, bytearray, memoryview)):

@@ -20,7 +20,9 @@
 //   RLE data that ends (or stops with end-of-bitmap) before the last pixel is
 //   an error, as in PIL ("not enough image data").
 // Truncated uncompressed pixel data is an error, as in PIL ("image file is
-// truncated"); only the padding after the last row may be missing.
+// truncated"); only the padding after the last row may be missing. A DIB (the
+// same without the 14-byte file header, as the clipboard holds it) is read as
+// PIL's DIB plugin reads it: the pixels follow the palette.
 
 #include <string>
 #include <vector>
@@ -72,23 +74,26 @@ struct BmpLayout {
 
 constexpr uint32_t kRaw = 0, kRle8 = 1, kRle4 = 2, kBitfields = 3;
 
-BmpLayout read_layout(const Source& in) {
+/// PIL's BmpImageFile._bitmap; `dib`: the info header is at the start of the
+/// data, with no file header (PIL's DibImageFile), so no pixel-data offset.
+BmpLayout read_layout(const Source& in, bool dib) {
+  const size_t base = dib ? 0 : 14;
   const uint8_t* data = in.data;
   const size_t size = in.size;
-  if (size < 14 + 4) truncated(in, "BMP", "inside its file header");
+  if (size < base + 4) truncated(in, "BMP", "inside its file header");
   BmpLayout layout;
-  size_t offset = le32(data + 10);
-  const uint32_t header_size = le32(data + 14);
+  size_t offset = dib ? 0 : le32(data + 10);
+  const uint32_t header_size = le32(data + base);
   if (header_size != 12 && header_size != 40 && header_size != 64 && header_size != 108 && header_size != 124) {
     // PIL reads the header before judging its size: a short file fails there.
-    if (header_size > 4 && size - 18 < header_size - 4) truncated(in, "BMP", "inside its info header");
+    if (header_size > 4 && size - base - 4 < header_size - 4) truncated(in, "BMP", "inside its info header");
     unsupported(in, "a BMP with a " + std::to_string(header_size) +
                         "-byte info header is not supported (PIL reads the 12, 40, 64, 108 and 124-byte headers "
                         "only); convert it to a standard BMP or PNG");
   }
-  if (size - 18 < header_size - 4) truncated(in, "BMP", "inside its info header");
-  const uint8_t* header = data + 18;  // the header after its size field
-  size_t at = 14 + header_size;       // where PIL's file position is now
+  if (size - base - 4 < header_size - 4) truncated(in, "BMP", "inside its info header");
+  const uint8_t* header = data + base + 4;  // the header after its size field
+  size_t at = base + header_size;           // where PIL's file position is now
   uint32_t colors = 0;
   uint32_t masks[4] = {0, 0, 0, 0};
   if (header_size == 12) {
@@ -116,7 +121,7 @@ BmpLayout read_layout(const Source& in) {
   }
   // PIL computes the colour count before it checks the depth (1 << bits).
   const uint64_t color_count = colors != 0 ? colors : layout.bits < 64 ? uint64_t{1} << layout.bits : ~uint64_t{0};
-  if (offset == 14 + header_size && layout.bits <= 8) offset += 4 * color_count;
+  if (!dib && offset == 14 + header_size && layout.bits <= 8) offset += 4 * color_count;
 
   switch (layout.bits) {
     case 1: layout.mode = Mode::palette; layout.raw = Raw::index1; break;
@@ -324,13 +329,18 @@ std::vector<uint8_t> rle_indices(const Source& in, const BmpLayout& layout) {
 }  // namespace
 
 ImageInfo info_bmp(const Source& in) {
-  const BmpLayout layout = read_layout(in);
+  const BmpLayout layout = read_layout(in, false);
   return ImageInfo{"BMP", layout.width, layout.height};
 }
 
-Image decode_bmp(const Source& in) {
-  const BmpLayout layout = read_layout(in);
-  check_size(in, "BMP", layout.width, layout.height);
+ImageInfo info_dib(const Source& in) {
+  const BmpLayout layout = read_layout(in, true);
+  return ImageInfo{"DIB", layout.width, layout.height};
+}
+
+namespace {
+
+Image decode_layout(const Source& in, const BmpLayout& layout) {  check_size(in, "BMP", layout.width, layout.height);
   if (layout.mode == Mode::palette && layout.palette_entries > 256) {
     corrupt(in, "corrupt BMP: its palette has " + std::to_string(layout.palette_entries) +
                     " entries, more than 256 (PIL refuses it too: \"invalid palette size\")");
@@ -374,5 +384,10 @@ Image decode_bmp(const Source& in) {
   }
   return image;
 }
+
+}  // namespace
+
+Image decode_bmp(const Source& in) { return decode_layout(in, read_layout(in, false)); }
+Image decode_dib(const Source& in) { return decode_layout(in, read_layout(in, true)); }
 
 }  // namespace pe::image::detail

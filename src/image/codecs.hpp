@@ -37,7 +37,7 @@ struct Source {
 enum class Format {
   unknown,
   // read
-  jpeg, png, gif, bmp, pnm, psd, webp, tiff, tga,
+  jpeg, png, gif, bmp, dib, pnm, psd, webp, tiff, tga,
   // recognised, refused (PIL reads these, this library does not)
   jpeg2000, ico, cur, icns, dds, eps, fits, blp, sgi, sun, xbm, xpm, msp, pixar, fli, ole, pcx,
   // recognised, refused (PIL does not read these either)
@@ -122,6 +122,8 @@ ImageInfo info_gif(const Source& in);
 Image decode_gif(const Source& in);
 ImageInfo info_bmp(const Source& in);
 Image decode_bmp(const Source& in);
+ImageInfo info_dib(const Source& in);  // a BMP without its file header (PIL's DIB plugin)
+Image decode_dib(const Source& in);
 ImageInfo info_tga(const Source& in);
 Image decode_tga(const Source& in);
 ImageInfo info_pnm(const Source& in);

@@ -53,6 +53,10 @@ Format iso_media_format(const uint8_t* data, size_t size) {
 Format sniff(const uint8_t* data, size_t size) {
   if (data == nullptr || size == 0) return Format::unknown;
   if (has(data, size, 0, "BM")) return Format::bmp;
+  if (size >= 4) {  // PIL's DIB plugin: a BMP info header without the file header
+    const uint32_t header = le32(data);
+    if (header == 12 || header == 40 || header == 64 || header == 108 || header == 124) return Format::dib;
+  }
   if (has(data, size, 0, "GIF87a") || has(data, size, 0, "GIF89a")) return Format::gif;
   if (has_bytes(data, size, 0, {0xFF, 0xD8, 0xFF})) return Format::jpeg;
   if (size >= 2 && data[0] == 'P' && std::strchr("0123456y", data[1]) != nullptr && data[1] != '\0') {
@@ -120,6 +124,7 @@ const char* format_name(Format format) {
     case Format::png: return "PNG";
     case Format::gif: return "GIF";
     case Format::bmp: return "BMP";
+    case Format::dib: return "DIB";
     case Format::pnm: return "PNM";
     case Format::psd: return "PSD";
     case Format::webp: return "WebP";
@@ -157,7 +162,7 @@ const char* format_name(Format format) {
 
 bool is_read(Format format) {
   switch (format) {
-    case Format::jpeg: case Format::png: case Format::gif: case Format::bmp: case Format::pnm:
+    case Format::jpeg: case Format::png: case Format::gif: case Format::bmp: case Format::dib: case Format::pnm:
     case Format::psd: case Format::webp: case Format::tiff: case Format::tga:
       return true;
     default:
@@ -258,7 +263,7 @@ std::string sniff_format(const uint8_t* data, size_t size) { return detail::form
 
 bool is_supported_format(const std::string& format) {
   for (auto candidate : {detail::Format::jpeg, detail::Format::png, detail::Format::gif, detail::Format::bmp,
-                         detail::Format::pnm, detail::Format::psd, detail::Format::webp, detail::Format::tiff,
+                         detail::Format::dib, detail::Format::pnm, detail::Format::psd, detail::Format::webp, detail::Format::tiff,
                          detail::Format::tga}) {
     if (format == detail::format_name(candidate)) return true;
   }
@@ -274,6 +279,7 @@ ImageInfo read_info(const uint8_t* data, size_t size, const std::string& name) {
     case detail::Format::png: return detail::info_png(in);
     case detail::Format::gif: return detail::info_gif(in);
     case detail::Format::bmp: return detail::info_bmp(in);
+    case detail::Format::dib: return detail::info_dib(in);
     case detail::Format::pnm: return detail::info_pnm(in);
     case detail::Format::psd: return detail::info_psd(in);
     case detail::Format::webp: return detail::info_webp(in);
@@ -296,6 +302,7 @@ Image decode_memory(const uint8_t* data, size_t size, const std::string& name, c
     case detail::Format::png: return detail::decode_png(in);
     case detail::Format::gif: return detail::decode_gif(in);
     case detail::Format::bmp: return detail::decode_bmp(in);
+    case detail::Format::dib: return detail::decode_dib(in);
     case detail::Format::pnm: return detail::decode_pnm(in);
     case detail::Format::psd: return detail::decode_psd(in);
     case detail::Format::webp: return detail::decode_webp(in);

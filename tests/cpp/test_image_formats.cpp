@@ -140,6 +140,7 @@ TEST(ImageFormats, SniffingNamesEachFormatFromItsFirstBytes) {
   EXPECT_EQ(sniff("\x89PNG\r\n\x1A\n"), "PNG");
   EXPECT_EQ(sniff("GIF89a...."), "GIF");
   EXPECT_EQ(sniff("BM......"), "BMP");
+  EXPECT_EQ(sniff(std::string("\x28\0\0\0", 4)), "DIB");  // a BMP info header without the file header
   EXPECT_EQ(sniff("P6\n1 1\n255\n"), "PNM");
   EXPECT_EQ(sniff("8BPS\x00\x01"), "PSD");
   EXPECT_EQ(sniff(std::string("RIFF\x10\0\0\0WEBPVP8L", 16)), "WebP");

@@ -347,6 +347,9 @@ def bmp_cases() -> Dict[str, bytes]:
     cases["bmp/pil-1"] = pil_bytes(photo.convert("1"), "BMP")
     cases["bmp/pil-p"] = pil_bytes(photo.convert("P", palette=Image.ADAPTIVE, colors=50), "BMP")
     cases["bmp/pil-rgba"] = pil_bytes(Image.fromarray(np.dstack([gradient(15, 17), noise(15, 17, 1)]), "RGBA"), "BMP")
+    # DIB: the same without the 14-byte file header (PIL's DIB plugin; the pixels follow the palette).
+    for name in ("8bit", "4bit-topdown", "24bit", "os2-8bit", "16bit-565-bitfields", "rle8", "32bit-topdown"):
+        cases["dib/" + name] = cases["bmp/" + name][14:]
     return cases
 
 
