@@ -95,6 +95,7 @@ fi
 if wants python; then
   phase "Python tests against the ASan build of the module"
   $ASAN_PYTHON -m pytest -q -p no:cacheprovider tests/python/test_retriever.py tests/python/test_image.py \
+    tests/python/test_image_formats.py tests/python/test_image_regressions.py \
     tests/python/test_metrics.py tests/python/test_encoder.py tests/python/test_boundary.py \
     tests/python/test_hardening.py -k "not l14"
   phase_done "Python tests under ASan"
