@@ -92,9 +92,9 @@ bool is_supported_format(const std::string& format);
 /// (damage further in shows only when decoding). `name` is used in messages.
 ImageInfo read_info(const uint8_t* data, size_t size, const std::string& name = "<memory>");
 
-/// read_info for a file: reads its first 64 KiB, or more when the header
-/// continues past them (a JPEG's frame header after large metadata), never
-/// the whole file otherwise. Errors as decode_file.
+/// read_info for a file: reads its first 64 KiB, and the whole file only when
+/// the header goes on past them (a JPEG's frame header after large metadata, a
+/// TIFF directory written after the image data). Errors as decode_file.
 ImageInfo read_info_file(const std::string& path);
 
 /// Decodes an encoded image held in memory to RGB as PIL's convert("RGB")

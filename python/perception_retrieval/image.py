@@ -72,7 +72,7 @@ def info(source: Source) -> Tuple[str, int, int]:
     size PIL's Image.open gives. Raises UnsupportedFormatError for formats (and
     variants, e.g. a 12-bit JPEG) decode() does not read, CorruptFileError for
     a header that is damaged or cut short, FileNotFoundError / IoError for
-    files. Reads a file's first 64 KiB (more only when its header goes on)."""
+    files. Reads a file's first 64 KiB (all of it only when its header goes on)."""
     if isinstance(source, (bytes, bytearray, memoryview)):
         return _core.image.read_info(source, "<bytes>")
     if isinstance(source, (str, os.PathLike)):
