@@ -9,6 +9,11 @@
 // dropped, never composited. Interlaced rows arrive pass by pass and are
 // placed where Adam7 puts them.
 //
+// Where libpng would refuse what PIL reads (a palette image without PLTE, a
+// PLTE of partial entries, two PLTEs, an IHDR compression method other than
+// 0), the chunks before the image data are set right before libpng sees them,
+// as PIL reads them (png_head).
+//
 // What is refused, as PIL refuses it:
 // - before the image data, every chunk must be whole with a matching CRC
 //   (PIL checks each one), and the chunks PIL parses must be well formed:
@@ -33,6 +38,7 @@
 #include <cstdio>
 #include <cstring>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <png.h>
@@ -71,6 +77,11 @@ struct PngLayout {
   bool interlaced = false;
   size_t first_image_chunk = 0;  ///< offset of the first IDAT chunk
   bool animated = false;         ///< acTL with more than one frame
+  /// The last PLTE after IHDR of a palette image (PIL keeps that one), as
+  /// offset and length of its data; length SIZE_MAX when there is none.
+  size_t palette_at = 0, palette_length = SIZE_MAX;
+  /// The chunks before the image data other than IHDR and PLTE: (offset, whole length).
+  std::vector<std::pair<size_t, size_t>> others;
 };
 
 /// PIL's _safe_zlib_decompress limit: inflating `data` must stop within 1 MiB.
@@ -116,6 +127,11 @@ struct ChunkChecker {
       layout.color_type = body[9];
       layout.interlaced = body[12] != 0;
       have_header = true;
+    } else if (named(name, "PLTE")) {
+      if (!after_image && have_header && layout.color_type == 3) {  // PIL ignores it otherwise
+        layout.palette_at = static_cast<size_t>(body - in.data);
+        layout.palette_length = length;
+      }
     } else if (named(name, "sRGB")) {
       too_short(1);
     } else if (named(name, "pHYs")) {
@@ -214,6 +230,7 @@ ChunkChecker read_layout(const Source& in, bool decoding) {
                       " chunk does not match (PIL: \"broken PNG file\"); the file is damaged");
     }
     checker.check(name, body, length, false);
+    if (!named(name, "IHDR") && !named(name, "PLTE")) checker.layout.others.emplace_back(at, 12 + length);
     at += 12 + length;
   }
 }
@@ -359,6 +376,51 @@ void png_on_row(png_structp png, png_bytep row, png_uint_32 row_number, int pass
 
 enum class PngStatus { ok, error };
 
+/// The chunks before the image data as libpng is given them: what PIL ignores
+/// and libpng would refuse is set right first, so that libpng reads what PIL
+/// reads. IHDR's compression method (PIL never reads it) becomes 0; PLTE is the
+/// last one PIL kept, cut to whole entries (PIL drops a partial one), or, for a
+/// palette image without one, PIL's grey ramp (libpng requires a PLTE); the
+/// other chunks follow unchanged (their CRCs were checked).
+std::vector<uint8_t> png_head(const Source& in, const PngLayout& layout) {
+  std::vector<uint8_t> head(in.data, in.data + kSignatureBytes);
+  auto append_chunk = [&](const char* name, const uint8_t* body, size_t length) {
+    uint8_t header[8];
+    header[0] = static_cast<uint8_t>(length >> 24);
+    header[1] = static_cast<uint8_t>(length >> 16);
+    header[2] = static_cast<uint8_t>(length >> 8);
+    header[3] = static_cast<uint8_t>(length);
+    std::memcpy(header + 4, name, 4);
+    head.insert(head.end(), header, header + 8);
+    head.insert(head.end(), body, body + length);
+    uLong crc = crc32(0, reinterpret_cast<const Bytef*>(name), 4);
+    crc = crc32(crc, body, static_cast<uInt>(length));
+    for (int shift = 24; shift >= 0; shift -= 8) head.push_back(static_cast<uint8_t>(crc >> shift));
+  };
+  uint8_t header[13];
+  for (int i = 0; i < 4; ++i) {
+    header[i] = static_cast<uint8_t>(layout.width >> (24 - 8 * i));
+    header[4 + i] = static_cast<uint8_t>(layout.height >> (24 - 8 * i));
+  }
+  header[8] = static_cast<uint8_t>(layout.bit_depth);
+  header[9] = static_cast<uint8_t>(layout.color_type);
+  header[10] = 0;  // compression method
+  header[11] = 0;  // filter method (checked)
+  header[12] = layout.interlaced ? 1 : 0;
+  append_chunk("IHDR", header, sizeof header);
+  if (layout.color_type == 3) {
+    if (layout.palette_length != SIZE_MAX) {
+      append_chunk("PLTE", in.data + layout.palette_at, layout.palette_length / 3 * 3);
+    } else {
+      std::vector<uint8_t> ramp;
+      for (int i = 0; i < (1 << layout.bit_depth); ++i) ramp.insert(ramp.end(), {uint8_t(i), uint8_t(i), uint8_t(i)});
+      append_chunk("PLTE", ramp.data(), ramp.size());
+    }
+  }
+  for (const auto& [at, length] : layout.others) head.insert(head.end(), in.data + at, in.data + at + length);
+  return head;
+}
+
 /// Feeds `data` to libpng's progressive reader, chunk by chunk from
 /// `first_image_chunk` and in pieces of at most 16 KiB, until the last row
 /// arrives or the data ends: like PIL's decoder, which stops at the last row,
@@ -367,8 +429,8 @@ enum class PngStatus { ok, error };
 /// chunk being read when the last row arrived. (png_process_data_pause would
 /// stop sooner, but from a row callback inside image data it corrupts
 /// libpng 1.6's buffer count.)
-PngStatus png_decode_rows(const uint8_t* data, size_t size, size_t first_image_chunk, PngContext* context,
-                          size_t* stopped_in) {
+PngStatus png_decode_rows(const uint8_t* head, size_t head_size, const uint8_t* data, size_t size,
+                          size_t first_image_chunk, PngContext* context, size_t* stopped_in) {
   png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, context, png_on_error, png_on_warning);
   if (png == nullptr) {
     std::snprintf(context->message, sizeof context->message, "libpng could not start");
@@ -385,8 +447,9 @@ PngStatus png_decode_rows(const uint8_t* data, size_t size, size_t first_image_c
   png_set_read_user_chunk_fn(png, nullptr, png_skip_unknown_chunk);
   png_set_keep_unknown_chunks(png, PNG_HANDLE_CHUNK_NEVER, nullptr, 0);
   png_set_progressive_read_fn(png, context, png_on_info, png_on_row, nullptr);
-  // The chunks before the image data were checked (CRCs included) by read_layout.
-  png_process_data(png, info, const_cast<png_bytep>(data), first_image_chunk);
+  // The chunks before the image data, checked (CRCs included) by read_layout
+  // and set right by png_head.
+  png_process_data(png, info, const_cast<png_bytep>(head), head_size);
   constexpr size_t kPiece = 16 * 1024;
   size_t at = first_image_chunk;
   while (at < size && context->rows_done < context->rows_expected) {
@@ -436,8 +499,14 @@ Image decode_png(const Source& in) {
   } else {
     context.rows_expected = layout.height;
   }
+  if (layout.color_type == 3 && layout.palette_length != SIZE_MAX && layout.palette_length / 3 > 256) {
+    corrupt(in, "corrupt PNG: its palette has " + std::to_string(layout.palette_length / 3) +
+                    " entries, more than 256 (PIL refuses it too: \"invalid palette size\")");
+  }
+  const std::vector<uint8_t> head = png_head(in, layout);
   size_t stopped_in = layout.first_image_chunk;
-  if (png_decode_rows(in.data, in.size, layout.first_image_chunk, &context, &stopped_in) == PngStatus::error) {
+  if (png_decode_rows(head.data(), head.size(), in.data, in.size, layout.first_image_chunk, &context, &stopped_in) ==
+      PngStatus::error) {
     if (std::strstr(context.message, "Read Error") != nullptr || std::strstr(context.message, "Not enough") != nullptr) {
       truncated(in, "PNG", "inside its image data");
     }

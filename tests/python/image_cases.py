@@ -176,6 +176,21 @@ def png_cases() -> Dict[str, bytes]:
                                                                     zlib.compress(bytes(2 << 20)))])
     cases["png/text-bomb-after-idat"] = png(rgb, 8, 2, late_chunks=[png_chunk(b"zTXt", b"k\x00\x00" +
                                                                               zlib.compress(bytes(2 << 20)))])
+    # Chunk layouts PIL reads and libpng alone would refuse.
+    idx = noise(5, 6, 1, seed=1, high=4)
+    pal4 = noise(4, 1, 3, seed=2)
+    cases["png/palette-without-plte"] = png(idx, 8, 3)
+    cases["png/plte-partial-entry"] = png(idx, 8, 3, extra_chunks=[png_chunk(b"PLTE", bytes(pal4.reshape(-1)) + b"\x01")])
+    cases["png/two-plte"] = png(idx, 8, 3, palette=pal4, extra_chunks=[png_chunk(b"PLTE", bytes(12))])
+    cases["png/plte-300-entries"] = png(idx, 8, 3, palette=noise(300, 1, 3, seed=4))
+    cases["png/plte-in-rgb-image"] = png(rgb, 8, 2, palette=noise(300, 1, 3, seed=4))
+    plain = png(idx, 8, 3, palette=pal4)
+    for name, byte, value in [("ihdr-compression-1", 10, 1), ("ihdr-interlace-2", 12, 2)]:
+        header = bytearray(plain[16:29])
+        header[byte - 8] = value
+        cases[f"png/{name}"] = plain[:8] + png_chunk(b"IHDR", bytes(header)) + plain[33:]
+    cases["png/chunk-before-ihdr"] = plain[:8] + png_chunk(b"tEXt", b"early\x00bird") + plain[8:]
+    cases["png/short-trns-after-idat"] = png(noise(3, 3, 1, seed=3), 8, 0, late_chunks=[png_chunk(b"tRNS", b"\x01")])
     # A stream that inflates far past the image: PIL stops at the last row.
     raw = b"".join(b"\x00" + bytes(3 * 4) for _ in range(4)) + bytes(8 << 20)
     cases["png/overlong-stream"] = (b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 4, 4, 8, 2, 0, 0,
