@@ -580,8 +580,7 @@ def tga_cases() -> Dict[str, bytes]:
             name = f"tga/pil-{mode.lower()}" + ("-rle" if compression else "")
             cases[name] = pil_bytes(image, "TGA", compression=compression)
     cases["tga/pil-top-left"] = pil_bytes(photo, "TGA", orientation=1)
-    cases["tga/pil-1"] = pil_bytes(photo.convert("1"), "TGA")
-    cases["tga/pil-1-rle"] = pil_bytes(photo.convert("1"), "TGA", compression="tga_rle")
+    cases["tga/pil-1"] = pil_bytes(photo.convert("1"), "TGA")  # (PIL 9.4's RLE writer overflows its buffer for "1")
     return cases
 
 
