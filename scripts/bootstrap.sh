@@ -74,7 +74,8 @@ else
   requirements=scripts/requirements-pypi.txt
   stamp="$PE_VENV/.perception_retrieval-requirements"
   if [ ! -x "$PE_VENV/bin/python" ] || ! cmp -s "$requirements" "$stamp"; then
-    if [ ! -x "$PE_VENV/bin/python" ] || [ -f "$PE_VENV/pyvenv.cfg" ] && grep -q "include-system-site-packages = true" "$PE_VENV/pyvenv.cfg"; then
+    # A venv that sees Debian's site packages would import Debian's torch: make a clean one.
+    if [ ! -x "$PE_VENV/bin/python" ] || grep -qs "include-system-site-packages = true" "$PE_VENV/pyvenv.cfg"; then
       echo "bootstrap: creating $PE_VENV from /usr/bin/python3 (no system site packages)"
       rm -rf "$PE_VENV"
       /usr/bin/python3 -m venv "$PE_VENV"
