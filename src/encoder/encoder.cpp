@@ -54,7 +54,6 @@ namespace pe {
 
 namespace {
 
-
 // The extra file written by perception_retrieval.export (python/perception_retrieval/export.py).
 constexpr const char* kMetadataFile = "pe_metadata.json";
 
