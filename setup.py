@@ -1,14 +1,22 @@
 """Builds perception_retrieval._core with CMake (the same CMakeLists.txt the C++
-library uses) when pip installs the package:
+library uses) when pip installs the package, through setuptools (the build
+backend in pyproject.toml):
 
     pip install --no-build-isolation .
 
 --no-build-isolation lets the build see the torch that will be imported at run
 time: the module links that LibTorch, so it must be built against it, as
-PyTorch's own C++ extensions are. Without torch, PE_BUILD_ENCODER=OFF builds a
-torch-free package (metrics, image, Retriever; no Encoder). Set PE_BUILD_JOBS
-to limit parallel compile jobs and PE_CMAKE_ARGS to pass extra CMake arguments."""
+PyTorch's own C++ extensions are. An isolated build (plain ``pip install .``)
+gets a fresh environment without the user's torch and stops with one message
+saying so. Without torch, PE_BUILD_ENCODER=OFF builds a torch-free package
+(metrics, image, Retriever; no Encoder), isolated or not. Set PE_BUILD_JOBS to
+limit parallel compile jobs and PE_CMAKE_ARGS to pass extra CMake arguments.
 
+The CMake folder is one per interpreter and torch (build/temp.*/cmake-<tag>), so
+building for the Debian stack and the PyPI stack from one tree (docs/stacks.md)
+never mixes objects compiled against two LibTorch versions."""
+
+import hashlib
 import os
 import shlex
 import subprocess
@@ -29,17 +37,8 @@ class CMakeExtension(Extension):
 class CMakeBuild(build_ext):
     def build_extension(self, ext):
         package_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
-        build_dir = Path(self.build_temp).resolve() / "cmake"
-        configure = [
-            "cmake", "-S", str(SOURCE_DIR), "-B", str(build_dir),
-            "-DCMAKE_BUILD_TYPE=Release",
-            "-DPE_BUILD_PYTHON=ON",
-            "-DPE_BUILD_TESTS=OFF",
-            f"-DPython_EXECUTABLE={sys.executable}",
-            f"-DPE_PYTHON_OUTPUT_DIR={package_dir}",
-        ]
         with_encoder = os.environ.get("PE_BUILD_ENCODER", "ON").upper() not in ("0", "OFF", "FALSE", "NO")
-        configure.append(f"-DPE_BUILD_ENCODER={'ON' if with_encoder else 'OFF'}")
+        torch_version = "none"
         if with_encoder:
             try:  # build against the torch this interpreter imports
                 import torch.utils
@@ -48,8 +47,21 @@ class CMakeBuild(build_ext):
                     "perception_retrieval's encoder links the torch it will run with, but this build cannot "
                     f"import torch ({sys.executable}). pip builds in an isolated environment without your "
                     "torch: install torch first, then run pip install --no-build-isolation . "
-                    "(or PE_BUILD_ENCODER=OFF pip install --no-build-isolation . for the torch-free core)"
+                    "(or PE_BUILD_ENCODER=OFF pip install . for the torch-free core)"
                 ) from None
+            torch_version = torch.__version__
+        tag = hashlib.sha256(f"{sys.prefix}|{sys.executable}|{torch_version}".encode()).hexdigest()[:12]
+        build_dir = Path(self.build_temp).resolve() / f"cmake-{tag}"
+        configure = [
+            "cmake", "-S", str(SOURCE_DIR), "-B", str(build_dir),
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DPE_BUILD_PYTHON=ON",
+            "-DPE_BUILD_TESTS=OFF",
+            f"-DPython_EXECUTABLE={sys.executable}",
+            f"-DPE_PYTHON_OUTPUT_DIR={package_dir}",
+        ]
+        configure.append(f"-DPE_BUILD_ENCODER={'ON' if with_encoder else 'OFF'}")
+        if with_encoder:
             configure.append(f"-DCMAKE_PREFIX_PATH={torch.utils.cmake_prefix_path}")
         configure += shlex.split(os.environ.get("PE_CMAKE_ARGS", ""))
         jobs = os.environ.get("PE_BUILD_JOBS", str(os.cpu_count() or 1))

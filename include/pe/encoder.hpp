@@ -1,10 +1,12 @@
 #pragma once
-// pe::Encoder — PE-Core embeddings from images, with a TorchScript model made by
-// `python -m perception_retrieval.export`, on CPU or CUDA.
+// pe::Encoder — PE-Core embeddings from images, with a model made by
+// `python -m perception_retrieval.export`: a TorchScript file (CPU or CUDA; every
+// LibTorch) or an AOTInductor package (.pt2: CPU, compiled for the exporting
+// machine's CPU; LibTorch >= 2.6). The format is read from the file itself.
 //
 // The model file carries its own configuration (image size, mean/std, resize
-// mode, embedding dim) as a TorchScript extra file, so an Encoder needs nothing
-// but the path. Images are decoded and preprocessed exactly as the training
+// mode, embedding dim) as metadata (a TorchScript extra file, or the .pt2
+// package's metadata), so an Encoder needs nothing but the path. Images are decoded and preprocessed exactly as the training
 // pipeline did (see pe/image.hpp) on a pool of decode threads that runs ahead of
 // the model's forward pass, batch by batch.
 //
@@ -32,7 +34,12 @@
 // FileNotFoundError / IoError for a missing or unreadable model file;
 // CorruptDataError for a file that is not a model from the export tool or does
 // not produce what its metadata says; UnsupportedFormatError for CUDA on a
-// LibTorch without it. Encoding rethrows the decode errors of pe/image.hpp,
+// LibTorch without it or on a machine without a visible GPU, for a .pt2 on
+// LibTorch 1.13, on CUDA, or on a CPU without the vector ISA it was compiled for.
+//
+// CUDA (a CUDA build of LibTorch): each call's batches go through pinned host
+// memory and asynchronous copies on a stream of the call's own, so concurrent
+// calls overlap; float16 / bfloat16 convert the model's weights once at load. Encoding rethrows the decode errors of pe/image.hpp,
 // naming the input.
 //
 // Thread safety: construction is not thread-safe with other constructions
@@ -87,6 +94,7 @@ struct ModelInfo {
   std::string resize;               ///< "bilinear_squash"
   bool outputs_normalized = false;  ///< whether the module already L2-normalises
   std::string source;               ///< checkpoint hash or "random-init seed N"
+  std::string model_format;         ///< "torchscript" or "aoti" (a .pt2 AOTInductor package)
   std::string metadata_json;        ///< the whole file, for reports
 };
 
@@ -126,11 +134,11 @@ using ProgressCallback = std::function<void(size_t done, size_t total)>;
 
 class Encoder {
  public:
-  /// Loads a TorchScript model from the export tool, reads its metadata, and
-  /// checks it with a probe forward pass. Throws std::runtime_error when the
-  /// file is missing or not TorchScript, lacks the metadata, or does not map a
-  /// [1, 3, S, S] input to [1, D]; std::invalid_argument for bad options,
-  /// including CUDA on a LibTorch built without it.
+  /// Loads a model from the export tool (TorchScript or .pt2), reads its
+  /// metadata, and checks it with a probe forward pass. Throws (pe/error.hpp)
+  /// when the file is missing or not such a model, lacks the metadata, or does
+  /// not map a [1, 3, S, S] input to [1, D], and for bad options, including
+  /// CUDA where LibTorch or the machine has none.
   explicit Encoder(const std::string& model_path, EncoderOptions options = {});
   ~Encoder();
   Encoder(Encoder&&) noexcept;
@@ -186,7 +194,7 @@ class Encoder {
   EncodeResult encode_encoded_or_skip(const std::vector<EncodedImage>& images, bool skip,
                                       const ProgressCallback& progress) const;
 
-  struct Model;  // torch::jit::Module and device, in src/encoder.cpp
+  struct Model;  // the TorchScript module or .pt2 loader, and the device, in src/encoder/encoder.cpp
   std::unique_ptr<Model> model_;
   EncoderOptions options_;
   ModelInfo info_;

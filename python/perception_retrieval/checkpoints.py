@@ -4,7 +4,9 @@ Accepted files (format found from the file's first bytes, not its name):
 
 * torch pickles (``torch.save``, zip or legacy), loaded with ``weights_only=True``
   where the installed torch has it (1.13+), always onto the CPU;
-* safetensors (read by :mod:`perception_retrieval.safetensors`).
+* safetensors, read by the ``safetensors`` package where it is installed (the PyPI
+  stack) and otherwise by the package's own reader, :mod:`perception_retrieval.safetensors`
+  (the Debian stack has no safetensors package). Both give the same tensors.
 
 Accepted layouts (found from the keys):
 
@@ -96,15 +98,33 @@ def _sniff(path: str) -> str:
     )
 
 
+def _safetensors_library():
+    """safetensors.torch, or None where the package is not installed."""
+    try:
+        import safetensors.torch as library
+    except ImportError:
+        return None
+    return library
+
+
 def read_checkpoint_file(path) -> object:
     """The object stored in a checkpoint file (a dict of tensors, possibly wrapped)."""
     path = os.fspath(path)
     kind = _sniff(path)
     if kind == "safetensors":
+        library = _safetensors_library()
+        if library is None:
+            try:
+                return safetensors.load_file(path)
+            except safetensors.SafetensorsError as error:
+                raise CheckpointError(str(error)) from None
         try:
-            return safetensors.load_file(path)
-        except safetensors.SafetensorsError as error:
-            raise CheckpointError(str(error)) from None
+            return library.load_file(path, device="cpu")
+        except Exception as error:  # safetensors_rust.SafetensorError, not importable by name
+            raise CheckpointError(
+                f"could not read {path} as safetensors ({error}); the file is truncated or corrupt: "
+                "download it again"
+            ) from None
     kwargs = {"map_location": "cpu"}
     if _WEIGHTS_ONLY:
         kwargs["weights_only"] = True

@@ -24,12 +24,42 @@ from .image import DEFAULT_MAX_PIXELS, _integer
 __all__ = ["Encoder", "EncodeResult", "DEFAULTS"]
 
 
-class _ProgressBar:
-    """A one-line progress bar with rate and ETA, drawn only on a terminal."""
+def progress_bar(total: int, description: str = "encoding", stream=None):
+    """A progress callback ``(done, total)`` drawing a bar on ``stream`` (stderr): tqdm's
+    where tqdm is installed, else the package's own one-line bar. Has ``close()``."""
+    stream = stream if stream is not None else sys.stderr
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return _ProgressBar(stream, description)
+    return _TqdmProgress(tqdm(total=total, desc=description, unit="img", file=stream, dynamic_ncols=True))
 
-    def __init__(self, stream=sys.stderr):
+
+class _TqdmProgress:
+    def __init__(self, bar):
+        self.bar = bar
+
+    def __call__(self, done: int, total: int) -> None:
+        if self.bar.total != total:
+            self.bar.total = total
+        self.bar.update(done - self.bar.n)
+        if done >= total:
+            self.close()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class _ProgressBar:
+    """A one-line progress bar with rate and ETA (the fallback without tqdm)."""
+
+    def __init__(self, stream=sys.stderr, description: str = "encoding"):
         self.stream = stream
+        self.description = description
         self.started = time.perf_counter()
+
+    def close(self) -> None:
+        pass
 
     def __call__(self, done: int, total: int) -> None:
         elapsed = max(time.perf_counter() - self.started, 1e-9)
@@ -37,7 +67,7 @@ class _ProgressBar:
         eta = (total - done) / rate if rate > 0 else float("inf")
         width = 30
         filled = int(width * done / max(total, 1))
-        self.stream.write(f"\rencoding [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
+        self.stream.write(f"\r{self.description} [{'#' * filled}{'.' * (width - filled)}] {done}/{total} "
                           f"{rate:.1f} img/s ETA {eta:.0f}s")
         if done >= total:
             self.stream.write("\n")
@@ -60,9 +90,10 @@ DEFAULTS = _core.encoder_defaults() if _native.HAS_ENCODER else {
 
 
 class Encoder:
-    """A TorchScript PE-Core model from the export tool, with its preprocessing.
+    """A PE-Core model from the export tool, with its preprocessing.
 
-    model_path:     a .pt file from ``python -m perception_retrieval.export``
+    model_path:     a TorchScript .pt file or an AOTInductor .pt2 package from
+                    ``python -m perception_retrieval.export`` (the format is read from the file)
     device:         "cpu", "cuda" or "cuda:N"
     dtype:          "float32"; "float16" or "bfloat16" on CUDA (numpy and torch dtypes work too)
     batch_size:     images per forward pass
@@ -107,7 +138,7 @@ class Encoder:
         embeddings of the inputs that worked, rows[i] = the input index of
         embeddings row i, and failures = [(input index, reason), ...].
         progress: called as progress(done, total) after each batch; by default a
-        progress bar is drawn when stderr is a terminal.
+        progress bar is drawn when stderr is a terminal (tqdm's where installed).
         """
         # Sets and dicts are refused too: their order is not the caller's, so
         # embedding rows could not be matched back to inputs.
@@ -120,9 +151,14 @@ class Encoder:
             raise TypeError("progress must be None or callable as progress(done, total), "
                             f"got {type(progress).__name__}")
         inputs = list(inputs)
+        bar = None
         if progress is None and sys.stderr.isatty() and len(inputs) > self._encoder.batch_size:
-            progress = _ProgressBar()
-        result = self._encoder.encode(inputs, on_error, progress)
+            progress = bar = progress_bar(len(inputs))
+        try:
+            result = self._encoder.encode(inputs, on_error, progress)
+        finally:
+            if bar is not None:
+                bar.close()
         return EncodeResult(*result) if on_error == "skip" else result
 
     def preprocess(self, image) -> np.ndarray:
@@ -141,6 +177,11 @@ class Encoder:
         import json
 
         return json.loads(self._encoder.metadata_json)
+
+    @property
+    def model_format(self) -> str:
+        """ "torchscript" or "aoti" (a .pt2 AOTInductor package), read from the file itself."""
+        return self._encoder.model_format
 
     @property
     def uses_onednn(self) -> bool:

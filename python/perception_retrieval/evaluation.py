@@ -66,9 +66,21 @@ class EncodingProgress:
         self.tty = hasattr(self.stream, "isatty") and self.stream.isatty()
         self.started = time.perf_counter()
         self.done = 0
+        self.bar = None
+        if self.tty:  # tqdm's bar where tqdm is installed (encoder.progress_bar)
+            from .encoder import _TqdmProgress, progress_bar
+
+            bar = progress_bar(total, f"{label}: encoding", self.stream)
+            if isinstance(bar, _TqdmProgress):
+                self.bar = bar
+                if cached:
+                    bar.bar.set_postfix_str(f"{cached} cached")
 
     def update(self, done: int) -> None:
         self.done = done
+        if self.bar is not None:
+            self.bar(done, self.total)
+            return
         elapsed = max(time.perf_counter() - self.started, 1e-9)
         rate = done / elapsed
         eta = (self.total - done) / rate if rate > 0 else float("inf")

@@ -19,3 +19,13 @@ spdlog::logger& logger() {
 }
 
 }  // namespace pe::detail
+
+#include "common/log_plain.hpp"
+
+namespace pe::detail {
+
+bool log_info_enabled() { return logger().should_log(spdlog::level::info); }
+void log_info(const std::string& message) { logger().info("{}", message); }
+void log_warn(const std::string& message) { logger().warn("{}", message); }
+
+}  // namespace pe::detail

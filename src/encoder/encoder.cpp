@@ -3,9 +3,26 @@
 #include "pe/encoder.hpp"
 
 #include <ATen/Context.h>
+#include <caffe2/serialize/inline_container.h>
 #include <torch/cuda.h>
 #include <torch/script.h>
 #include <torch/torch.h>
+
+// AOTInductor packages (.pt2) need torch >= 2.6; Debian's LibTorch 1.13 has no such
+// header and reads TorchScript files only.
+#if __has_include(<torch/csrc/inductor/aoti_package/model_package_loader.h>)
+#include <torch/csrc/inductor/aoti_package/model_package_loader.h>
+#define PE_WITH_AOTI 1
+#else
+#define PE_WITH_AOTI 0
+#endif
+
+// CMake defines PE_WITH_CUDA=1 when the LibTorch found has CUDA (the PyPI wheel's):
+// pinned host memory and a stream per call then feed the GPU.
+#if PE_WITH_CUDA
+#include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
+#endif
 
 #include <nlohmann/json.hpp>
 
@@ -17,13 +34,15 @@
 #include <filesystem>
 #include <future>
 #include <mutex>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <unordered_map>
 #include <utility>
 #include <vector>
 
-#include "common/log.hpp"
+#include "common/log_plain.hpp"
 #include "common/parallel.hpp"
 #include "pe/error.hpp"
 
@@ -34,8 +53,6 @@
 namespace pe {
 
 namespace {
-
-using detail::logger;
 
 // The extra file written by perception_retrieval.export (python/perception_retrieval/export.py).
 constexpr const char* kMetadataFile = "pe_metadata.json";
@@ -52,9 +69,15 @@ torch::Device parse_device(const std::string& device) {
   if (device == "cpu") return torch::Device(torch::kCPU);
   if (device == "cuda" || device.rfind("cuda:", 0) == 0) {
     if (!torch::cuda::is_available()) {
+#if PE_WITH_CUDA
       unsupported("device \"" + device + "\" asked for CUDA, but this LibTorch " + TORCH_VERSION +
-              " has no usable CUDA (built without it, or no GPU/driver visible); use device \"cpu\" or link a CUDA "
-              "build of LibTorch");
+                  " has no usable CUDA: it is a CUDA build, but no GPU or driver is visible to this process; use "
+                  "device \"cpu\" or run on a machine with an NVIDIA GPU and driver");
+#else
+      unsupported("device \"" + device + "\" asked for CUDA, but this LibTorch " + TORCH_VERSION +
+                  " has no usable CUDA (it is built without CUDA); use device \"cpu\" or link a CUDA build of "
+                  "LibTorch (for example the PyPI torch wheel's)");
+#endif
     }
     int index = 0;
     if (device.size() > 5) {
@@ -126,6 +149,44 @@ ModelInfo parse_metadata(const std::string& path, const std::string& text) {
   return info;
 }
 
+enum class ModelFormat { kTorchScript, kAoti };
+
+// Both formats are zip archives; an AOTInductor package holds data/aotinductor/.
+ModelFormat sniff_format(const std::string& path) {
+  std::vector<std::string> records;
+  try {
+    caffe2::serialize::PyTorchStreamReader reader(path);
+    records = reader.getAllRecords();
+  } catch (const c10::Error& error) {
+    corrupt_model(path + " is not a TorchScript model or .pt2 package (" +
+                  first_line(error.what_without_backtrace()) + "); export one with python -m perception_retrieval.export");
+  }
+  for (const auto& record : records) {
+    if (record.rfind("data/aotinductor/", 0) == 0) return ModelFormat::kAoti;
+  }
+  return ModelFormat::kTorchScript;
+}
+
+#if PE_WITH_AOTI
+// A .pt2 holds machine code for the exporting machine's vector ISA (AOTI_CPU_ISA, e.g.
+// "AVX512 AVX512_VNNI"); run elsewhere it would die of SIGILL, so refuse it first.
+void check_cpu_isa(const std::string& path, const std::string& isa) {
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+  auto needs = [&](const char* name) { return (" " + isa + " ").find(std::string(" ") + name) != std::string::npos; };
+  std::string missing;
+  if (needs("AVX512") && !__builtin_cpu_supports("avx512f")) missing = "AVX-512";
+  else if (needs("AVX2") && !__builtin_cpu_supports("avx2")) missing = "AVX2";
+  if (!missing.empty()) {
+    unsupported(path + " was compiled for a CPU with " + isa + " and this CPU lacks " + missing +
+                "; export the .pt2 on this machine (or one like it), or use a TorchScript .pt file");
+  }
+#else
+  (void)path;
+  (void)isa;
+#endif
+}
+#endif  // PE_WITH_AOTI
+
 // What the oneDNN path needs from glibc (see include/pe/encoder.hpp): oneDNN
 // returns each Linear output in a fresh buffer (up to 28 MiB for 3 L14 images).
 // By default glibc maps such blocks from the OS and unmaps them on free (its
@@ -140,8 +201,8 @@ void keep_freed_memory() {
     // Both or neither: setting either one freezes the other at its static default,
     // and a raised trim threshold with a 128 KiB mmap threshold was slower still.
     const bool ok = mallopt(M_MMAP_THRESHOLD, 256 << 20) == 1 && mallopt(M_TRIM_THRESHOLD, 1 << 30) == 1;
-    logger().info("glibc malloc: heap blocks up to 256 MiB, up to 1 GiB of freed heap kept{}",
-                  ok ? "" : " (mallopt refused; oneDNN outputs will page-fault)");
+    detail::log_info(std::string("glibc malloc: heap blocks up to 256 MiB, up to 1 GiB of freed heap kept") +
+                     (ok ? "" : " (mallopt refused; oneDNN outputs will page-fault)"));
   });
 #endif
 }
@@ -174,20 +235,52 @@ void check_options(const EncoderOptions& options) {
 }  // namespace
 
 struct Encoder::Model {
+  ModelFormat format = ModelFormat::kTorchScript;
   torch::jit::Module module;
+#if PE_WITH_AOTI
+  // run() is safe from several threads: the container hands each call a free runner.
+  std::unique_ptr<torch::inductor::AOTIModelPackageLoader> aoti;
+#endif
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;
   bool onednn = false;
 
+  torch::Tensor run(const torch::Tensor& input) const {
+#if PE_WITH_AOTI
+    if (format == ModelFormat::kAoti) return aoti->run({input}).at(0);
+#endif
+    // forward() is const-safe for inference; torch::jit::Module is a handle.
+    auto module_handle = module;
+    return module_handle.forward({input}).toTensor();
+  }
+
+  // The batch on the device in the compute dtype. On CUDA the pixels go through pinned
+  // host memory and an asynchronous copy on the call's own stream (see forward).
+  torch::Tensor to_device(float* images, int64_t n, int64_t size) const {
+    auto input = torch::from_blob(images, {n, 3, size, size}, torch::kFloat32);
+    if (!device.is_cuda()) return dtype == torch::kFloat32 ? input : input.to(dtype);
+    auto pinned = torch::empty({n, 3, size, size}, torch::TensorOptions().dtype(torch::kFloat32).pinned_memory(true));
+    pinned.copy_(input);
+    // `pinned` must outlive the copy: the caller synchronises (output.to(kCPU)) before returning.
+    return pinned.to(device, dtype, /*non_blocking=*/true);
+  }
+
   // images: n x 3 x S x S floats -> n x D float32 rows written to `out`.
   void forward(float* images, int64_t n, int64_t size, int64_t dim, bool normalize, float* out) const {
     torch::NoGradGuard no_grad;
-    auto input = torch::from_blob(images, {n, 3, size, size}, torch::kFloat32);
-    if (device.is_cuda() || dtype != torch::kFloat32) input = input.to(device, dtype, /*non_blocking=*/false);
-    // forward() is const-safe for inference; torch::jit::Module is a handle.
-    auto module_handle = module;
-    torch::Tensor output = module_handle.forward({input}).toTensor();
-    output = output.to(torch::kCPU, torch::kFloat32).contiguous();
+#if PE_WITH_CUDA
+    // Each call gets a stream of its own, so concurrent encode calls overlap their copies
+    // and kernels instead of queueing on the default stream.
+    std::optional<c10::cuda::CUDAStreamGuard> stream_guard;
+    if (device.is_cuda()) stream_guard.emplace(c10::cuda::getStreamFromPool(false, device.index()));
+#endif
+    torch::Tensor output;
+    {
+      auto input = to_device(images, n, size);
+      output = run(input);
+      // Blocking copy back: synchronises with this call's stream before `input` is released.
+      output = output.to(torch::kCPU, torch::kFloat32).contiguous();
+    }
     if (output.dim() != 2 || output.size(0) != n || output.size(1) != dim) {
       corrupt_model("the model returned shape " + c10::str(output.sizes()) + " for " + std::to_string(n) +
               " images; expected [" + std::to_string(n) + ", " + std::to_string(dim) + "]");
@@ -215,18 +308,50 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
   if (!std::filesystem::is_regular_file(status)) {
     throw IoError("pe::Encoder: model file " + model_path + " is not a file (a directory, device or FIFO)");
   }
-  torch::jit::ExtraFilesMap extra_files{{kMetadataFile, ""}};
-  try {
-    model->module = torch::jit::load(model_path, model->device, extra_files);
-  } catch (const c10::Error& load_error) {
-    corrupt_model(model_path + " is not a TorchScript model (" + first_line(load_error.what_without_backtrace()) +
-            "); export one with python -m perception_retrieval.export");
-  }
-  info_ = parse_metadata(model_path, extra_files[kMetadataFile]);
-  model->module.eval();
-  if (model->dtype != torch::kFloat32) model->module.to(model->dtype);
-  if (options_.onednn && model->device.is_cpu() && model->dtype == torch::kFloat32 && at::hasMKLDNN()) {
-    model->onednn = enable_onednn_linears(model->module);
+  model->format = sniff_format(model_path);
+  if (model->format == ModelFormat::kAoti) {
+#if PE_WITH_AOTI
+    if (!model->device.is_cpu()) {
+      unsupported(model_path + " is an AOTInductor package compiled for the CPU; for device \"" + options_.device +
+                  "\" export a TorchScript .pt file");
+    }
+    std::unordered_map<std::string, std::string> metadata;
+    try {
+      model->aoti = std::make_unique<torch::inductor::AOTIModelPackageLoader>(model_path);
+      metadata = model->aoti->get_metadata();
+    } catch (const c10::Error& load_error) {
+      corrupt_model(model_path + " is not a loadable AOTInductor package (" +
+                    first_line(load_error.what_without_backtrace()) + "); re-export it with this torch");
+    } catch (const std::exception& load_error) {
+      corrupt_model(model_path + " is not a loadable AOTInductor package (" + first_line(load_error.what()) +
+                    "); re-export it with this torch");
+    }
+    if (metadata.count("AOTI_DEVICE_KEY") && metadata["AOTI_DEVICE_KEY"] != "cpu") {
+      unsupported(model_path + " was compiled for device " + metadata["AOTI_DEVICE_KEY"] +
+                  "; this Encoder runs .pt2 packages on the CPU only");
+    }
+    if (metadata.count("AOTI_CPU_ISA")) check_cpu_isa(model_path, metadata["AOTI_CPU_ISA"]);
+    info_ = parse_metadata(model_path, metadata.count(kMetadataFile) ? metadata[kMetadataFile] : std::string());
+    info_.model_format = "aoti";
+#else
+    unsupported(model_path + " is an AOTInductor package (.pt2), which this LibTorch " + TORCH_VERSION +
+                " cannot run (torch >= 2.6 can); export a TorchScript .pt file for it");
+#endif
+  } else {
+    torch::jit::ExtraFilesMap extra_files{{kMetadataFile, ""}};
+    try {
+      model->module = torch::jit::load(model_path, model->device, extra_files);
+    } catch (const c10::Error& load_error) {
+      corrupt_model(model_path + " is not a TorchScript model (" + first_line(load_error.what_without_backtrace()) +
+              "); export one with python -m perception_retrieval.export");
+    }
+    info_ = parse_metadata(model_path, extra_files[kMetadataFile]);
+    info_.model_format = "torchscript";
+    model->module.eval();
+    if (model->dtype != torch::kFloat32) model->module.to(model->dtype);
+    if (options_.onednn && model->device.is_cpu() && model->dtype == torch::kFloat32 && at::hasMKLDNN()) {
+      model->onednn = enable_onednn_linears(model->module);
+    }
   }
   // Process-wide settings change only when the caller asked (see encoder.hpp).
   if (options_.tune_allocator) keep_freed_memory();
@@ -244,9 +369,15 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
     corrupt_model(model_path + " does not produce embeddings as its metadata says: " + shape_error.what());
   }
   model_ = std::move(model);
-  logger().info("loaded {} ({}, {} px, {}-d) on {} with {} intra-op threads, Linear layers via {}", model_path,
-                info_.model_name, info_.image_size, info_.embedding_dim, options_.device, torch::get_num_threads(),
-                model_->onednn ? "oneDNN" : "LibTorch's default (BLAS)");
+  if (detail::log_info_enabled()) {
+    detail::log_info("loaded " + model_path + " (" + info_.model_format + ", " + info_.model_name + ", " +
+                     std::to_string(info_.image_size) + " px, " + std::to_string(info_.embedding_dim) + "-d) on " +
+                     options_.device + " with " + std::to_string(torch::get_num_threads()) +
+                     " intra-op threads, Linear layers via " +
+                     (model_->format == ModelFormat::kAoti ? "AOTInductor's kernels"
+                      : model_->onednn                     ? "oneDNN"
+                                                           : "LibTorch's default (BLAS)"));
+  }
 }
 
 Encoder::~Encoder() = default;
@@ -350,7 +481,7 @@ EncodeResult Encoder::encode_inputs(size_t count, const InputLoader& load, bool 
           } catch (const std::exception& error) {
             reason = error.what();
           }
-          logger().warn("skipping input {}: {}", current.begin + j, reason);
+          detail::log_warn("skipping input " + std::to_string(current.begin + j) + ": " + reason);
           result.failures.push_back(EncodeFailure{current.begin + j, reason});
           continue;
         }

@@ -215,6 +215,7 @@ void bind_encoder(py::module_& module) {
           },
           py::arg("data"))
       .def_property_readonly("metadata_json", [](const Encoder& e) { return e.info().metadata_json; })
+      .def_property_readonly("model_format", [](const Encoder& e) { return e.info().model_format; })
       .def_property_readonly("image_size", [](const Encoder& e) { return e.info().image_size; })
       .def_property_readonly("embedding_dim", [](const Encoder& e) { return e.info().embedding_dim; })
       .def_property_readonly("mean", [](const Encoder& e) { return e.info().normalization.mean; })

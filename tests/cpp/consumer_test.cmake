@@ -13,8 +13,11 @@ function(run_step description)
 endfunction()
 
 run_step("install" ${CMAKE_COMMAND} --install ${PE_BUILD_DIR} --prefix ${prefix})
-run_step("configure examples/cpp" ${CMAKE_COMMAND} -S ${PE_EXAMPLE_DIR} -B ${PE_SCRATCH_DIR}/build
-  -G ${PE_GENERATOR} "-DCMAKE_PREFIX_PATH=${prefix};${PE_TORCH_PREFIX}" -DCMAKE_BUILD_TYPE=Release)
+# The prefixes go through the environment (':'-separated): execute_process splits its
+# arguments at ';', and "-DCMAKE_PREFIX_PATH=a;b" lost the torch prefix, so a consumer found
+# whichever LibTorch the system has (Debian's beside a PyPI torch).
+run_step("configure examples/cpp" ${CMAKE_COMMAND} -E env "CMAKE_PREFIX_PATH=${prefix}:${PE_TORCH_PREFIX}"
+  ${CMAKE_COMMAND} -S ${PE_EXAMPLE_DIR} -B ${PE_SCRATCH_DIR}/build -G ${PE_GENERATOR} -DCMAKE_BUILD_TYPE=Release)
 run_step("build examples/cpp" ${CMAKE_COMMAND} --build ${PE_SCRATCH_DIR}/build)
 run_step("run metrics_example" ${PE_SCRATCH_DIR}/build/metrics_example)
 message(STATUS "${step_output}")

@@ -264,7 +264,9 @@ def test_refused_with_a_message_naming_the_argument(context, call, errors, text)
     ids_before, vectors_before = retriever.ids(), retriever.vectors()
     with pytest.raises(errors) as raised:
         call(context)
-    assert text in str(raised.value), str(raised.value)
+    # pybind11 3 (the PyPI stack's) names an int parameter "typing.SupportsInt | typing.SupportsIndex".
+    message = str(raised.value).replace("typing.SupportsInt | typing.SupportsIndex", "int")
+    assert text in message, str(raised.value)
     # Refused means refused: the shared gallery is exactly as it was.
     np.testing.assert_array_equal(retriever.ids(), ids_before)
     np.testing.assert_array_equal(retriever.vectors(), vectors_before)

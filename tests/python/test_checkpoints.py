@@ -37,8 +37,8 @@ def text_tower_keys(width=16):
 
 
 def write_layouts(state, directory):
-    """The same weights in every supported layout/format; returns {description: path}."""
-    timm = checkpoints.official_to_timm(state)
+    """The same weights in the official layouts and formats; returns {description: path}.
+    timm's and open_clip's own files, written by their own code, are in test_peers.py."""
     files = {}
 
     def save(name, obj, **kwargs):
@@ -54,12 +54,6 @@ def write_layouts(state, directory):
     save("official_clip_weights.pt", {"weights": clip})
     save("bare.pt", dict(state))
     save("bare_legacy.pt", dict(state), _use_new_zipfile_serialization=False)
-    save("timm.bin", timm)
-    save("open_clip.bin", {"state_dict": {**{"visual.trunk." + k: v for k, v in timm.items()},
-                                          **text_tower_keys()}})
-    path = os.path.join(directory, "timm.safetensors")
-    safetensors.save_file(timm, path, metadata={"format": "pt"})
-    files["timm.safetensors"] = path
     path = os.path.join(directory, "bare.safetensors")
     safetensors.save_file(dict(state), path)
     files["bare.safetensors"] = path
@@ -82,9 +76,27 @@ def test_every_layout_loads_and_gives_identical_embeddings(tiny, images, tmp_pat
     assert layouts == {
         "official_clip.pt": "official-clip", "official_clip_wrapped_module.pt": "official-clip",
         "official_clip_weights.pt": "official-clip", "bare.pt": "bare", "bare_legacy.pt": "bare",
-        "timm.bin": "timm", "open_clip.bin": "open_clip-timm", "timm.safetensors": "timm",
         "bare.safetensors": "bare",
     }
+
+
+def test_safetensors_library_and_own_reader_agree(tiny, tmp_path, monkeypatch):
+    """Where the safetensors package is installed it reads the files; the own reader is the
+    fallback (Debian stack) and must give the same tensors for the library's files."""
+    library = checkpoints._safetensors_library()
+    if library is None:
+        pytest.skip("the safetensors package is not installed (Debian stack): the own reader is in use")
+    path = str(tmp_path / "model.safetensors")
+    tensors = dict(tiny.state_dict())
+    tensors["bf16"] = torch.randn(3, 2).to(torch.bfloat16)
+    library.save_file(tensors, path, metadata={"format": "pt"})
+    by_library = checkpoints.read_checkpoint_file(path)
+    monkeypatch.setattr(checkpoints, "_safetensors_library", lambda: None)
+    by_own_reader = checkpoints.read_checkpoint_file(path)
+    assert set(by_library) == set(by_own_reader) == set(tensors)
+    for name, tensor in tensors.items():
+        assert by_library[name].dtype == by_own_reader[name].dtype == tensor.dtype
+        assert torch.equal(by_library[name], tensor) and torch.equal(by_own_reader[name], tensor), name
 
 
 def test_timm_names_follow_the_spec(tiny):

@@ -342,8 +342,8 @@ def write_old_run(folder, values, seed):
     header = ["query", "crop", "instance_id", "R", "P@1", "P@5", "R@1", "R@5", "HitRate@1", "HitRate@5", "AP@10", "top5"]
     rows = [header]
     for q, v in enumerate(values):
-        rows.append([f"/data/q{q}.jpg", "", f"id{q % 7}", "3", repr(v[0]), repr(v[1]), repr(v[2]), repr(v[3]), "1.0",
-                     "1.0", repr(v[4]), ";".join(f"/data/g{(q + k + seed) % 50}.jpg" for k in range(5))])
+        rows.append([f"/data/q{q}.jpg", "", f"id{q % 7}", "3", repr(float(v[0])), repr(float(v[1])), repr(float(v[2])), repr(float(v[3])), "1.0",
+                     "1.0", repr(float(v[4])), ";".join(f"/data/g{(q + k + seed) % 50}.jpg" for k in range(5))])
     rows.append(["/data/lone.jpg", "", "lonely", "0", "", "", "", "", "", "", "", ""])
     with open(folder / "per_query" / "Old_set.csv", "w", newline="") as handle:
         csv.writer(handle).writerows(rows)

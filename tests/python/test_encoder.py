@@ -220,8 +220,17 @@ def test_bad_model_files_are_rejected_with_the_fix(tiny, tmp_path):
 def test_cuda_and_options_are_checked(tiny):
     path, _ = tiny
     if not torch.cuda.is_available():
-        with pytest.raises(ValueError, match="asked for CUDA, but this LibTorch"):
+        with pytest.raises(ValueError, match="asked for CUDA, but this LibTorch") as refused:
             pr.Encoder(path, device="cuda")
+        # The message tells a CUDA build on a machine without a GPU (the PyPI wheel here)
+        # from a LibTorch built without CUDA (Debian's); the extension links this torch.
+        if torch.version.cuda:
+            assert "it is a CUDA build, but no GPU or driver is visible" in str(refused.value)
+        else:
+            assert "it is built without CUDA" in str(refused.value)
+        for dtype in ("float16", "bfloat16"):
+            with pytest.raises(pr.UnsupportedFormatError, match="asked for CUDA"):
+                pr.Encoder(path, device="cuda:0", dtype=dtype)
     with pytest.raises(ValueError, match="needs a CUDA device"):
         pr.Encoder(path, dtype="fp16")
     with pytest.raises(ValueError, match="not cpu, cuda or cuda:N"):
@@ -230,6 +239,7 @@ def test_cuda_and_options_are_checked(tiny):
         pr.Encoder(path, batch_size=0)
 
 
+@pytest.mark.slow
 def test_full_l14_336_random_weights_matches_eager(tmp_path):
     """One image through the real architecture (random weights) in C++ and in Python."""
     path = tmp_path / "l14.pt"
@@ -289,3 +299,95 @@ def test_skip_mode_returns_a_named_result(tiny):
     assert result.failures[0][0] == 0 and "empty" in result.failures[0][1]
     embeddings, rows, failures = result  # still unpacks as before
     assert embeddings is result.embeddings
+
+
+# ----------------------------------------------------------------------------------------
+# .pt2 packages (torch.export + AOTInductor): the C++ Encoder reads the format from the file
+
+@pytest.fixture(scope="module")
+def tiny_pt2(tmp_path_factory):
+    if not export.has_aoti():
+        pytest.skip(f"torch {torch.__version__} cannot write .pt2 packages (torch >= 2.6; the PyPI stack can)")
+    path = tmp_path_factory.mktemp("pt2") / "tiny.pt2"
+    export.export(path, config=TINY, random_init=True, seed=0, log=None)
+    return path
+
+
+def test_pt2_package_matches_the_eager_pipeline_and_the_torchscript_file(tiny, tiny_pt2, photos):
+    path, eager = tiny
+    encoder = pr.Encoder(tiny_pt2, batch_size=4)
+    assert encoder.model_format == "aoti" and pr.Encoder(path).model_format == "torchscript"
+    assert encoder.uses_onednn is False  # AOTInductor's own kernels
+    assert encoder.metadata["model_format"] == "aoti" and encoder.image_size == 56
+    ours = encoder.encode(photos)
+    cosine = (ours * eager_embeddings(eager, photos)).sum(axis=1)
+    assert cosine.min() >= 0.999999, cosine
+    np.testing.assert_allclose(ours, pr.Encoder(path, batch_size=4).encode(photos), rtol=0, atol=1e-5)
+    # Batches of every size (the batch dimension is dynamic), skipping, concurrency.
+    for batch_size in (1, 3):
+        np.testing.assert_allclose(pr.Encoder(tiny_pt2, batch_size=batch_size).encode(photos), ours, atol=1e-6)
+    embeddings, rows, failures = encoder.encode([photos[0], b"", photos[1]], on_error="skip")
+    assert rows.tolist() == [0, 2] and [index for index, _ in failures] == [1]
+    results = [None] * 2
+    threads = [threading.Thread(target=lambda slot=slot: results.__setitem__(slot, encoder.encode(photos)))
+               for slot in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    for result in results:
+        np.testing.assert_allclose(result, ours, atol=1e-6)
+
+
+def test_pt2_packages_are_cpu_only(tiny_pt2):
+    if torch.cuda.is_available():
+        with pytest.raises(pr.UnsupportedFormatError, match="compiled for the CPU"):
+            pr.Encoder(tiny_pt2, device="cuda")
+    else:  # no GPU: the device is refused first, with its own message
+        with pytest.raises(pr.UnsupportedFormatError, match="asked for CUDA"):
+            pr.Encoder(tiny_pt2, device="cuda")
+
+
+def fake_package(path):
+    """A zip laid out like a .pt2 package, without a loadable model inside."""
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("fake/archive_format", "pt2")
+        archive.writestr("fake/.data/version", "6\n")
+        archive.writestr("fake/data/aotinductor/model/model.wrapper.cpp", "// not compiled")
+    return path
+
+
+def test_a_pt2_package_on_each_libtorch(tmp_path):
+    path = fake_package(tmp_path / "fake.pt2")
+    if export.has_aoti():  # LibTorch 2.x reads packages: this one is refused as broken
+        with pytest.raises(pr.CorruptFileError, match="not a loadable AOTInductor package"):
+            pr.Encoder(path)
+    else:  # LibTorch 1.13 says it needs a newer one
+        with pytest.raises(pr.UnsupportedFormatError, match=r"AOTInductor package \(\.pt2\).*torch >= 2\.6"):
+            pr.Encoder(path)
+
+
+def test_progress_bar_is_tqdm_where_installed_and_the_own_one_otherwise(monkeypatch):
+    from perception_retrieval import encoder as encoder_module
+
+    def draw(bar_factory):
+        stream = io.StringIO()
+        bar = bar_factory(6, stream=stream)
+        for done in (2, 4, 6):
+            bar(done, 6)
+        bar.close()
+        return bar, stream.getvalue()
+
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        tqdm = None
+    bar, drawn = draw(encoder_module.progress_bar)
+    assert "6/6" in drawn and "encoding" in drawn
+    assert isinstance(bar, encoder_module._TqdmProgress) == (tqdm is not None)
+    monkeypatch.setitem(sys.modules, "tqdm", None)  # as on the Debian stack
+    bar, drawn = draw(encoder_module.progress_bar)
+    assert isinstance(bar, encoder_module._ProgressBar)
+    assert "6/6" in drawn and "img/s" in drawn

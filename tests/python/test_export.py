@@ -1,4 +1,5 @@
-"""TorchScript export: function and CLI, metadata, reload equality, full-size L14."""
+"""Export: TorchScript and .pt2 (AOTInductor), function and CLI, metadata, reload
+equality, full-size L14."""
 
 import hashlib
 import os
@@ -15,7 +16,7 @@ from perception_retrieval import export, pe_core
 
 TINY = "test-tiny"
 METADATA_KEYS = {
-    "format_version", "model_name", "image_size", "patch_size", "mean", "std", "resize",
+    "format_version", "model_format", "model_name", "image_size", "patch_size", "mean", "std", "resize",
     "channel_order", "input_layout", "embedding_dim", "normalized", "quantization",
     "source_checkpoint_sha256", "source_checkpoint_layout", "torch_version",
     "perception_retrieval_version",
@@ -38,6 +39,7 @@ def test_export_random_init_tiny(tmp_path):
     assert metadata == returned
     assert set(metadata) == METADATA_KEYS
     assert metadata["format_version"] == 1
+    assert metadata["model_format"] == "torchscript"
     assert metadata["model_name"] == TINY
     assert (metadata["image_size"], metadata["patch_size"], metadata["embedding_dim"]) == (56, 14, 32)
     assert metadata["mean"] == [0.5, 0.5, 0.5] and metadata["std"] == [0.5, 0.5, 0.5]
@@ -167,6 +169,7 @@ def test_dynamic_int8_export(tmp_path):
     assert cosine.min().item() > 0.998
 
 
+@pytest.mark.slow
 def test_full_l14_random_init_exports_reloads_and_runs(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(os.cpu_count() or 1)
@@ -184,3 +187,70 @@ def test_full_l14_random_init_exports_reloads_and_runs(tmp_path):
         assert metadata["source_checkpoint_sha256"] == "random-init seed 0"
     finally:
         torch.set_num_threads(threads)
+
+
+def test_torchscript_export_is_quiet_and_says_once_that_torch_deprecates_it(tmp_path, recwarn):
+    lines = []
+    export.export(tmp_path / "tiny.pt", config=TINY, random_init=True, log=lines.append)
+    assert not [w for w in recwarn if "torch.jit" in str(w.message)]  # torch 2.x warns on every torch.jit call
+    noted = [line for line in lines if "deprecates TorchScript" in line]
+    assert len(noted) == (1 if hasattr(torch, "export") else 0)
+
+
+# ----------------------------------------------------------------------------------------
+# .pt2: torch.export + AOTInductor (torch >= 2.6)
+
+needs_aoti = pytest.mark.skipif(not export.has_aoti(),
+                                reason=f"torch {torch.__version__} has no AOTInductor packages (torch >= 2.6; "
+                                       "the PyPI stack has them)")
+
+
+@pytest.fixture(scope="module")
+def tiny_pt2(tmp_path_factory):
+    """One .pt2 for the module: an AOTInductor compile takes ~40 s even for test-tiny."""
+    out = tmp_path_factory.mktemp("pt2") / "tiny.pt2"
+    lines = []
+    metadata = export.export(out, config=TINY, random_init=True, seed=5, log=lines.append)
+    return out, metadata, lines
+
+
+@needs_aoti
+def test_pt2_export_matches_eager_and_carries_the_metadata(tiny_pt2):
+    out, metadata, lines = tiny_pt2
+    assert metadata["model_format"] == "aoti"
+    assert set(metadata) == METADATA_KEYS
+    assert export.read_metadata(out) == metadata  # from the archive, without loading the package
+    assert any("max abs diff eager vs reloaded" in line for line in lines)
+    assert any("compiled in" in line for line in lines)
+    package = export.load_aoti(out)
+    eager = pe_core.build(TINY, seed=5)
+    for batch in (1, 3, 8):  # the batch dimension is dynamic
+        images = torch.randn(batch, 3, 56, 56)
+        with torch.no_grad():
+            expected = F.normalize(eager(images), dim=1)
+            got = package(images)
+        cosine = F.cosine_similarity(got, expected, dim=1)
+        assert cosine.min().item() >= 0.999999, cosine
+        torch.testing.assert_close(got, expected, rtol=0, atol=1e-5)
+    # The vector ISA it was compiled for is recorded; pe::Encoder refuses it on a CPU without it.
+    assert package.get_metadata()["AOTI_CPU_ISA"] != "INVALID_VEC_ISA"
+    assert not [name for name in os.listdir(out.parent) if name.startswith(".pe-export-")]
+
+
+@needs_aoti
+def test_pt2_cli_and_format_choice(tmp_path, capsys):
+    with pytest.raises(ValueError, match="TorchScript files"):
+        export.export(tmp_path / "q.pt2", config=TINY, random_init=True, quantize="dynamic_int8", log=None)
+    with pytest.raises(ValueError, match="model_format must be one of"):
+        export.export(tmp_path / "q.pt2", config=TINY, random_init=True, model_format="onnx", log=None)
+    # --format overrides the suffix
+    out = tmp_path / "script.pt2"
+    assert export.main(["--random-init", "--config", TINY, "--format", "torchscript", "--out", str(out)]) == 0
+    assert export.read_metadata(out)["model_format"] == "torchscript"
+    assert "scripting" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(export.has_aoti(), reason="this torch has AOTInductor; the refusal is for torch 1.13")
+def test_pt2_needs_a_newer_torch(tmp_path):
+    with pytest.raises(RuntimeError, match="cannot write AOTInductor"):
+        export.export(tmp_path / "tiny.pt2", config=TINY, random_init=True, log=None)
