@@ -808,25 +808,10 @@ def embed(run, images, label: str = "images"):
     from .evaluation import EncodingProgress
 
     client = run.client
-    dim = run.encoder.embedding_dim
-    started = time.perf_counter()
-    # Keys, lookup and de-duplication are Evaluation.embed's, step for step:
-    # the same todo list cut into the same chunks gives the same batches.
-    if run.cache is not None:
-        keys = run.cache.keys_for(images)
-        embeddings, found = run.cache.lookup(keys, dim)
-    else:
-        keys = [str(i) for i in range(len(images))]
-        embeddings, found = np.zeros((len(images), dim), dtype=np.float32), np.zeros(len(images), dtype=bool)
-    hash_seconds = time.perf_counter() - started
-    first_of_key: Dict[str, int] = {}
-    todo, copies = [], []
-    for i in np.flatnonzero(~found).tolist():
-        if keys[i] in first_of_key:
-            copies.append((i, first_of_key[keys[i]]))
-        else:
-            first_of_key[keys[i]] = i
-            todo.append(i)
+    # Keys, lookup and de-duplication are Evaluation.embed's: the same todo
+    # list cut into the same chunks gives the same batches.
+    plan = run.plan_embedding(images)
+    keys, embeddings, found, todo = plan.keys, plan.embeddings, plan.found, plan.todo
     failures: Dict[int, str] = {}
     if todo:
         run.log(f"{label}: encoding {len(todo)} images on {describe(client)}")
@@ -860,16 +845,7 @@ def embed(run, images, label: str = "images"):
     _run_chunks(client, run.model_path, run.model_sha256, settings, chunks, run.on_error, on_result,
                 progress.update, send_model=getattr(run, "send_model", False),
                 on_chunk_finished=progress.chunk_finished)
-    for i, original in copies:
-        if original in failures:
-            failures[i] = failures[original]
-        else:
-            embeddings[i] = embeddings[original]
-    timing = {"hash_s": hash_seconds, "encode_s": time.perf_counter() - encode_started,
-              "encoded_images": len(todo) - sum(1 for i in todo if i in failures),
-              "cached_images": int(found.sum()), "failed_images": len(failures),
-              "cluster_workers": len(workers_used)}
-    return embeddings, failures, timing
+    return plan.finish(failures, encode_started, cluster_workers=len(workers_used))
 
 
 # ---------------------------------------------------------------------------

@@ -21,7 +21,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
@@ -101,6 +101,30 @@ class EncodingProgress:
             eta = (self.total - self.done) / rate if rate > 0 else float("inf")
             self.log(f"{self.label}: encoded {self.done}/{self.total} ({rate:.1f} img/s, "
                      f"ETA {_duration(eta)})")
+
+
+@dataclass
+class EmbeddingPlan:
+    """Evaluation.plan_embedding's answer (see there)."""
+
+    keys: List[str]
+    embeddings: np.ndarray      # N x D; cached rows filled in
+    found: np.ndarray           # N bools: row came from the cache
+    todo: List[int]             # rows to encode, in order, one per distinct content
+    copies: List[Tuple[int, int]]  # (row, row with the same content in todo)
+    hash_seconds: float
+
+    def finish(self, failures: Dict[int, str], encode_started: float, **timing) -> Tuple[np.ndarray, Dict[int, str], dict]:
+        """Copies each encoded row to its duplicates (or its failure), and the timing."""
+        for i, original in self.copies:
+            if original in failures:
+                failures[i] = failures[original]
+            else:
+                self.embeddings[i] = self.embeddings[original]
+        timing = {"hash_s": self.hash_seconds, "encode_s": time.perf_counter() - encode_started,
+                  "encoded_images": len(self.todo) - sum(1 for i in self.todo if i in failures),
+                  "cached_images": int(self.found.sum()), "failed_images": len(failures), **timing}
+        return self.embeddings, failures, timing
 
 
 class Evaluation:
@@ -184,24 +208,8 @@ class Evaluation:
             from . import distributed
 
             return distributed.embed(self, images, label)
-        dim = self.encoder.embedding_dim
-        started = time.perf_counter()
-        if self.cache is not None:
-            keys = self.cache.keys_for(images)
-            embeddings, found = self.cache.lookup(keys, dim)
-        else:
-            keys = [str(i) for i in range(len(images))]
-            embeddings, found = np.zeros((len(images), dim), dtype=np.float32), np.zeros(len(images), dtype=bool)
-        hash_seconds = time.perf_counter() - started
-        # Identical contents (copied files) are encoded once.
-        first_of_key: Dict[str, int] = {}
-        todo, copies = [], []
-        for i in np.flatnonzero(~found).tolist():
-            if keys[i] in first_of_key:
-                copies.append((i, first_of_key[keys[i]]))
-            else:
-                first_of_key[keys[i]] = i
-                todo.append(i)
+        plan = self.plan_embedding(images)
+        keys, embeddings, found, todo = plan.keys, plan.embeddings, plan.found, plan.todo
         failures: Dict[int, str] = {}
         progress = EncodingProgress(label, len(todo), int(found.sum()), self.log)
         encode_started = time.perf_counter()
@@ -236,15 +244,30 @@ class Evaluation:
                     self.cache.store([keys[i] for i in done], chunk_embeddings)
             progress.update(end)
             progress.chunk_finished()
-        for i, original in copies:
-            if original in failures:
-                failures[i] = failures[original]
+        return plan.finish(failures, encode_started)
+
+    def plan_embedding(self, images: Sequence[ImageRef]) -> "EmbeddingPlan":
+        """What embed must encode: the cached rows filled in, the rest to do,
+        identical contents (copied files) listed once. Shared by embed and
+        distributed.embed, so both encode the same images in the same order."""
+        dim = self.encoder.embedding_dim
+        started = time.perf_counter()
+        if self.cache is not None:
+            keys = self.cache.keys_for(images)
+            embeddings, found = self.cache.lookup(keys, dim)
+        else:
+            keys = [str(i) for i in range(len(images))]
+            embeddings, found = np.zeros((len(images), dim), dtype=np.float32), np.zeros(len(images), dtype=bool)
+        hash_seconds = time.perf_counter() - started
+        first_of_key: Dict[str, int] = {}
+        todo, copies = [], []
+        for i in np.flatnonzero(~found).tolist():
+            if keys[i] in first_of_key:
+                copies.append((i, first_of_key[keys[i]]))
             else:
-                embeddings[i] = embeddings[original]
-        timing = {"hash_s": hash_seconds, "encode_s": time.perf_counter() - encode_started,
-                  "encoded_images": len(todo) - sum(1 for i in todo if i in failures),
-                  "cached_images": int(found.sum()), "failed_images": len(failures)}
-        return embeddings, failures, timing
+                first_of_key[keys[i]] = i
+                todo.append(i)
+        return EmbeddingPlan(keys, embeddings, found, todo, copies, hash_seconds)
 
     # -- search and scoring --------------------------------------------------
 
