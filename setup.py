@@ -14,7 +14,10 @@ limit parallel compile jobs and PE_CMAKE_ARGS to pass extra CMake arguments.
 
 The CMake folder is one per interpreter and torch (build/temp.*/cmake-<tag>), so
 building for the Debian stack and the PyPI stack from one tree (docs/stacks.md)
-never mixes objects compiled against two LibTorch versions."""
+never mixes objects compiled against two LibTorch versions; and setuptools'
+own folder (build/lib.*, which becomes the wheel) is one per interpreter, so the
+two stacks can even be built at the same time without installing each other's
+_core."""
 
 import hashlib
 import os
@@ -24,9 +27,22 @@ import sys
 from pathlib import Path
 
 from setuptools import Extension, setup
+from setuptools.command.build import build
 from setuptools.command.build_ext import build_ext
 
 SOURCE_DIR = Path(__file__).resolve().parent
+
+
+class PerInterpreterBuild(build):
+    """setuptools' build/lib.* is named after the Python version only, which both
+    stacks share: two builds at once wrote their _core into the same folder and
+    the Debian venv got the PyPI stack's module (refused at import: built against
+    another torch). One folder per interpreter prefix keeps them apart."""
+
+    def initialize_options(self):
+        super().initialize_options()
+        tag = hashlib.sha256(sys.prefix.encode()).hexdigest()[:12]
+        self.build_base = str(Path("build") / f"setuptools-{tag}")
 
 
 class CMakeExtension(Extension):
@@ -69,4 +85,4 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "--build", str(build_dir), "--target", "_core", "-j", jobs], check=True)
 
 
-setup(ext_modules=[CMakeExtension("perception_retrieval._core")], cmdclass={"build_ext": CMakeBuild})
+setup(ext_modules=[CMakeExtension("perception_retrieval._core")], cmdclass={"build": PerInterpreterBuild, "build_ext": CMakeBuild})
