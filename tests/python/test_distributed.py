@@ -611,8 +611,10 @@ def dask_processes(tmp_path):
 def wait_for_workers(address, count):
     from dask.distributed import Client
 
+    # A liveness guard, not a timing: each worker process imports torch and the
+    # package, which took over 120 s on a 2-core machine busy with parallel builds.
     with Client(address, timeout=60) as client:
-        client.wait_for_workers(count, timeout=120)
+        client.wait_for_workers(count, timeout=300)
 
 
 def test_cli_on_a_scheduler_started_with_dask_tools(tiny_model, data, reference, dask_processes, tmp_path):
