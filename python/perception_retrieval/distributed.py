@@ -1328,18 +1328,12 @@ def rank(client: Client, dataset, embeddings: np.ndarray, depth: int, threads: i
     """evaluation.rank on the cluster: the same (scores, ranking), bitwise.
     The client holds every embedding, so a shard lost with its worker is
     rebuilt from them once before giving up."""
+    from .evaluation import search_gallery  # evaluation imports this module lazily
+
     for attempt in (1, 2):
         gallery = ShardedRetriever(client, embeddings.shape[1])
         try:
-            gallery.add(np.ascontiguousarray(embeddings[dataset.gallery_images]),
-                        np.arange(len(dataset.gallery_images), dtype=np.int64))
-            queries = np.ascontiguousarray(embeddings[dataset.query_images])
-            if dataset.all_vs_all:
-                return gallery.search(queries, depth, exclude_self=True, threads=threads)
-            own = dataset.query_self_indices
-            if (own >= 0).any():
-                return gallery.search(queries, depth, exclude_ids=own, threads=threads)
-            return gallery.search(queries, depth, threads=threads)
+            return search_gallery(gallery, dataset, embeddings, depth, threads)
         except ClusterError:
             if attempt == 2:
                 raise

@@ -366,7 +366,13 @@ def rank(dataset: Dataset, embeddings: np.ndarray, depth: int = CURVE_DEPTH,
     """(scores, ranking): exact top-depth gallery positions per query (Q x depth,
     -1 padded when the gallery is smaller), each query's own image excluded by index.
     embeddings: one row per dataset image."""
-    gallery = Retriever(embeddings.shape[1])
+    return search_gallery(Retriever(embeddings.shape[1]), dataset, embeddings, depth, threads)
+
+
+def search_gallery(gallery, dataset: Dataset, embeddings: np.ndarray, depth: int,
+                   threads: int = 0) -> Tuple[np.ndarray, np.ndarray]:
+    """rank's work on an empty index: a Retriever, or distributed's
+    ShardedRetriever (same contract), so both rank the same way."""
     gallery.add(np.ascontiguousarray(embeddings[dataset.gallery_images]),
                 np.arange(len(dataset.gallery_images), dtype=np.int64))
     queries = np.ascontiguousarray(embeddings[dataset.query_images])

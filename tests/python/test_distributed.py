@@ -29,7 +29,7 @@ import pytest
 pytest.importorskip("dask.distributed")
 psutil = pytest.importorskip("psutil")
 
-from test_evaluation import product_image  # noqa: E402
+from test_evaluation import write_product_sets  # noqa: E402
 
 import perception_retrieval  # noqa: E402
 from perception_retrieval import Encoder, Retriever, datasets, distributed, evaluation, export  # noqa: E402
@@ -79,44 +79,15 @@ def tiny_model(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    """A folders set with a lone instance and a broken file, a manifest with
-    role=both, a VPRC set with crops."""
+    """The evaluation tests' sets (a folders set with a lone instance, a
+    manifest with role=both, a VPRC set with crops), and a copy of the
+    folders set with a broken file."""
     root = tmp_path_factory.mktemp("data")
-    folders = root / "folders"
-    for instance in range(6):
-        for view in range(3 if instance else 1):
-            path = folders / f"item{instance}" / f"{view}.png"
-            path.parent.mkdir(parents=True, exist_ok=True)
-            product_image(instance, view).save(path)
+    sets = write_product_sets(root, folder_instances=6)
     broken = root / "broken"
-    shutil.copytree(folders, broken)
+    shutil.copytree(sets["folders"], broken)
     (broken / "item2" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 20)
-    manifest = root / "manifest"
-    (manifest / "img").mkdir(parents=True)
-    rows = ["path,instance_id,role"]
-    for instance in range(4):
-        for view, role in enumerate(("both", "gallery", "query")):
-            product_image(10 + instance, view).save(manifest / "img" / f"{instance}_{view}.png")
-            rows.append(f"img/{instance}_{view}.png,sku{instance},{role}")
-    (manifest / "manifest.csv").write_text("\n".join(rows) + "\n")
-    vprc = root / "vprc"
-    (vprc / "gallery").mkdir(parents=True)
-    (vprc / "queries").mkdir()
-    gallery_rows, query_rows = ["seller_img_id,img_path,product_id"], ["img_path,product_id,bbox_x,bbox_y,bbox_w,bbox_h"]
-    from PIL import Image
-
-    for instance in range(4):
-        for view in range(2):
-            product_image(20 + instance, view).save(vprc / "gallery" / f"{instance}_{view}.png")
-            gallery_rows.append(f"{instance}{view},gallery/{instance}_{view}.png,{instance}")
-        scene = Image.fromarray(np.random.default_rng(instance).integers(0, 256, (90, 100, 3), dtype=np.uint8))
-        scene.paste(product_image(20 + instance, 5), (30 + instance, 20))
-        scene.save(vprc / "queries" / f"{instance}.png")
-        query_rows.append(f"queries/{instance}.png,{instance},{30 + instance},20,48,40")
-    (vprc / "gallery.csv").write_text("\n".join(gallery_rows) + "\n")
-    (vprc / "queries.csv").write_text("\n".join(query_rows) + "\n")
-    return {"folders": str(folders), "broken": str(broken), "manifest": str(manifest / "manifest.csv"),
-            "vprc": str(vprc)}
+    return {**sets, "broken": str(broken)}
 
 
 def specs(data):

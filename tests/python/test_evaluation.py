@@ -37,12 +37,12 @@ def product_image(instance, view, size=(48, 40)):
     return Image.fromarray(pixels.clip(0, 255).astype(np.uint8))
 
 
-@pytest.fixture(scope="module")
-def trees(tmp_path_factory):
-    """A folders set (PNG), a manifest with mixed roles, a VPRC set with crops."""
-    root = tmp_path_factory.mktemp("data")
+def write_product_sets(root, folder_instances=5):
+    """A folders set (PNG) whose instance 0 is a lone query, a manifest with
+    mixed roles (both, gallery, query), a VPRC set whose queries are crops of
+    scenes. Used by the distributed tests too, so both run the same data."""
     folders = root / "folders"
-    for instance in range(5):
+    for instance in range(folder_instances):
         for view in range(3 if instance else 1):  # instance 0 has one image: a lone query
             path = folders / f"item{instance}" / f"{view}.png"
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -70,6 +70,12 @@ def trees(tmp_path_factory):
     (vprc / "gallery.csv").write_text("\n".join(gallery_rows) + "\n")
     (vprc / "queries.csv").write_text("\n".join(query_rows) + "\n")
     return {"folders": str(folders), "manifest": str(manifest / "manifest.csv"), "vprc": str(vprc)}
+
+
+@pytest.fixture(scope="module")
+def trees(tmp_path_factory):
+    """A folders set (PNG), a manifest with mixed roles, a VPRC set with crops."""
+    return write_product_sets(tmp_path_factory.mktemp("data"))
 
 
 def expected_metrics(model, dataset):
