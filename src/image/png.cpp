@@ -1,11 +1,11 @@
-// PNG through libpng, with PIL's rules around it (PngImagePlugin.py, 9.4).
+// PNG through libpng, with PIL's rules around it (PngImagePlugin.py, Pillow 13.0).
 //
 // Pixels: libpng hands over the rows as stored (no transforms), and they are
 // converted as PIL converts its PNG modes to RGB: 1-bit grey ("1") to 0/255,
 // 2- and 4-bit grey scaled by 85 and 17 ("L;2", "L;4"), 16-bit grey (mode "I")
 // clipped to 255 (so 300 becomes 255; with or without a tRNS chunk), 16-bit
 // colour and grey+alpha keep their high byte, palettes are looked up with
-// PIL's grey ramp for indices past the PLTE's colours, alpha and tRNS are
+// black for indices past the PLTE's colours (Pillow 9.4: its grey ramp), alpha and tRNS are
 // dropped, never composited. Interlaced rows arrive pass by pass and are
 // placed where Adam7 puts them.
 //
@@ -380,7 +380,7 @@ enum class PngStatus { ok, error };
 /// and libpng would refuse is set right first, so that libpng reads what PIL
 /// reads. IHDR's compression method (PIL never reads it) becomes 0; PLTE is the
 /// last one PIL kept, cut to whole entries (PIL drops a partial one), or, for a
-/// palette image without one, PIL's grey ramp (libpng requires a PLTE); the
+/// palette image without one, all black, as Pillow 13 reads it (libpng requires a PLTE); the
 /// other chunks follow unchanged (their CRCs were checked).
 std::vector<uint8_t> png_head(const Source& in, const PngLayout& layout) {
   std::vector<uint8_t> head(in.data, in.data + kSignatureBytes);
@@ -412,9 +412,8 @@ std::vector<uint8_t> png_head(const Source& in, const PngLayout& layout) {
     if (layout.palette_length != SIZE_MAX) {
       append_chunk("PLTE", in.data + layout.palette_at, layout.palette_length / 3 * 3);
     } else {
-      std::vector<uint8_t> ramp;
-      for (int i = 0; i < (1 << layout.bit_depth); ++i) ramp.insert(ramp.end(), {uint8_t(i), uint8_t(i), uint8_t(i)});
-      append_chunk("PLTE", ramp.data(), ramp.size());
+      const std::vector<uint8_t> black(size_t{3} << layout.bit_depth, 0);
+      append_chunk("PLTE", black.data(), black.size());
     }
   }
   for (const auto& [at, length] : layout.others) head.insert(head.end(), in.data + at, in.data + at + length);
