@@ -43,6 +43,7 @@ enum class Raw {
   bgr,        // "BGR"
   bgrx,       // "BGRX", "BGRA"
   xbgr,       // "XBGR", "ABGR"
+  bgxr,       // "BGXR", "BGAR"
   rgba,       // "RGBA"
 };
 
@@ -84,12 +85,13 @@ BmpLayout read_layout(const Source& in, bool dib) {
   BmpLayout layout;
   size_t offset = dib ? 0 : le32(data + 10);
   const uint32_t header_size = le32(data + base);
-  if (header_size != 12 && header_size != 40 && header_size != 64 && header_size != 108 && header_size != 124) {
+  if (header_size != 12 && header_size != 40 && header_size != 52 && header_size != 56 && header_size != 64 &&
+      header_size != 108 && header_size != 124) {
     // PIL reads the header before judging its size: a short file fails there.
     if (header_size > 4 && size - base - 4 < header_size - 4) truncated(in, "BMP", "inside its info header");
     unsupported(in, "a BMP with a " + std::to_string(header_size) +
-                        "-byte info header is not supported (PIL reads the 12, 40, 64, 108 and 124-byte headers "
-                        "only); convert it to a standard BMP or PNG");
+                        "-byte info header is not supported (PIL reads the 12, 40, 52, 56, 64, 108 and 124-byte "
+                        "headers only); convert it to a standard BMP or PNG");
   }
   if (size - base - 4 < header_size - 4) truncated(in, "BMP", "inside its info header");
   const uint8_t* header = data + base + 4;  // the header after its size field
@@ -109,8 +111,8 @@ BmpLayout read_layout(const Source& in, bool dib) {
     layout.compression = le32(header + 12);
     colors = le32(header + 28);
     if (layout.compression == kBitfields) {
-      if (header_size - 4 >= 52) {
-        for (int i = 0; i < 4; ++i) masks[i] = le32(header + 36 + 4 * i);
+      if (header_size - 4 >= 48) {  // the masks are in the header; the alpha one from 56 bytes up
+        for (int i = 0; i < (header_size - 4 >= 52 ? 4 : 3); ++i) masks[i] = le32(header + 36 + 4 * i);
       } else {
         // A 40-byte header: the three masks follow it, no alpha mask.
         if (size - at < 12) truncated(in, "BMP", "inside its bit-field masks");
@@ -121,7 +123,7 @@ BmpLayout read_layout(const Source& in, bool dib) {
   }
   // PIL computes the colour count before it checks the depth (1 << bits).
   const uint64_t color_count = colors != 0 ? colors : layout.bits < 64 ? uint64_t{1} << layout.bits : ~uint64_t{0};
-  if (!dib && offset == 14 + header_size && layout.bits <= 8) offset += 4 * color_count;
+  if (!dib && offset == 14 + header_size && layout.bits <= 8) offset += (header_size == 12 ? 3 : 4) * color_count;
 
   switch (layout.bits) {
     case 1: layout.mode = Mode::palette; layout.raw = Raw::index1; break;
@@ -142,9 +144,11 @@ BmpLayout read_layout(const Source& in, bool dib) {
     if (layout.bits == 32) {
       if (is(0xFF0000, 0xFF00, 0xFF, 0)) layout.raw = Raw::bgrx;
       else if (is(0xFF000000, 0xFF0000, 0xFF00, 0)) layout.raw = Raw::xbgr;
+      else if (is(0xFF000000, 0xFF00, 0xFF, 0)) layout.raw = Raw::bgxr;
       else if (is(0xFF000000, 0xFF0000, 0xFF00, 0xFF)) layout.raw = Raw::xbgr;  // "ABGR"
       else if (is(0xFF, 0xFF00, 0xFF0000, 0xFF000000)) layout.raw = Raw::rgba;
       else if (is(0xFF0000, 0xFF00, 0xFF, 0xFF000000)) layout.raw = Raw::bgrx;  // "BGRA"
+      else if (is(0xFF000000, 0xFF00, 0xFF, 0xFF0000)) layout.raw = Raw::bgxr;  // "BGAR"
       else if (is(0, 0, 0, 0)) layout.raw = Raw::bgrx;                          // "BGRA"
       else known = false;
     } else if (layout.bits == 24) {
@@ -251,6 +255,11 @@ void unpack_row(const BmpLayout& layout, const uint8_t* in, int64_t width, uint8
         out[0] = in[4 * x + 3];
         out[1] = in[4 * x + 2];
         out[2] = in[4 * x + 1];
+        break;
+      case Raw::bgxr:
+        out[0] = in[4 * x + 3];
+        out[1] = in[4 * x + 1];
+        out[2] = in[4 * x];
         break;
       case Raw::rgba:
         out[0] = in[4 * x];
