@@ -247,6 +247,36 @@ TEST(ImageFormats, BmpRle8FollowsPilsDecoder) {
             std::string::npos);
 }
 
+TEST(ImageFormats, BmpRle4OddAbsoluteRunReadsItsLastHighNibble) {
+  // 4 x 1: an absolute run of 3 pixels in 2 bytes (1, 2, 3 and a spare nibble), then 1 pixel of 4, then the
+  // end of the bitmap. Pillow 9.4 read 3 // 2 = 1 byte of the run and then misread the rest.
+  const Bytes rle = {0, 3, 0x12, 0x30, 1, 0x40, 0, 1};
+  const std::vector<std::vector<int>> palette = {{0, 0, 0}, {10, 0, 0}, {20, 0, 0}, {30, 0, 0}, {40, 0, 0}};
+  const Bytes file = bmp(4, 4, 1, rle, palette, 2);
+  const pe::image::Image image = decode_memory(file.data(), file.size());
+  for (int x = 0; x < 4; ++x) EXPECT_EQ(at(image, x, 0), (std::vector<int>{10 * (x + 1), 0, 0})) << x;
+}
+
+TEST(ImageFormats, BmpRleDeltaMovesByItsOwnTwoBytes) {
+  // 3 x 2: 1 pixel of 1, a move 1 right and 1 up (to the top row's x = 2), 1 pixel of 2: the last pixel.
+  const Bytes rle = {1, 1, 0, 2, 1, 1, 1, 2, 0, 0, 0, 1};
+  const std::vector<std::vector<int>> palette = {{0, 0, 0}, {100, 0, 0}, {0, 200, 0}};
+  const Bytes file = bmp(8, 3, 2, rle, palette, 1);
+  const pe::image::Image image = decode_memory(file.data(), file.size());
+  EXPECT_EQ(at(image, 0, 1), (std::vector<int>{100, 0, 0}));  // the file's first row is the bottom one
+  EXPECT_EQ(at(image, 1, 1), (std::vector<int>{0, 0, 0}));
+  EXPECT_EQ(at(image, 1, 0), (std::vector<int>{0, 0, 0}));
+  EXPECT_EQ(at(image, 2, 0), (std::vector<int>{0, 200, 0}));
+}
+
+TEST(ImageFormats, BmpBlackAndWhiteRleIsBilevel) {
+  // A black-and-white palette makes PIL's "1" image; RLE indices are its grey levels, any non-zero one white.
+  const Bytes file = bmp(8, 4, 1, {2, 0, 2, 1, 0, 1}, {{0, 0, 0}, {255, 255, 255}}, 1);
+  const pe::image::Image image = decode_memory(file.data(), file.size());
+  EXPECT_EQ(at(image, 1, 0), (std::vector<int>{0, 0, 0}));
+  EXPECT_EQ(at(image, 2, 0), (std::vector<int>{255, 255, 255}));
+}
+
 // ---- TGA, GIF, PNM, PNG ------------------------------------------------------------------
 
 Bytes tga24(int width, int height, int descriptor, const Bytes& bgr) {
