@@ -318,6 +318,24 @@ TEST(ImageFormats, GifTransparentPixelsKeepTheirPaletteColour) {
   EXPECT_EQ(at(image, 2, 0), (std::vector<int>{40, 50, 60}));  // transparent: its colour, not black
 }
 
+TEST(ImageFormats, TgaColourMappedWithoutAMapIsRefused) {
+  Bytes file = {0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 8, 0x20, 7};  // 1 x 1, type 1, no colour map
+  EXPECT_NE(error_of(file).find("sample.img: corrupt TGA: a colour-mapped image without a colour map"),
+            std::string::npos)
+      << error_of(file);
+}
+
+TEST(ImageFormats, PlainPnmCutShortIsRefused) {
+  // 3 samples announced, 2 given, the last one cut at the end of the data: Pillow 9.4 filled the image with
+  // copies of it, Pillow 13 refuses it.
+  Bytes file;
+  put_text(file, "P2 3 1 255\n3 1");
+  EXPECT_NE(error_of(file).find("after 2 of its 3 samples"), std::string::npos) << error_of(file);
+  Bytes negative;
+  put_text(negative, "P2 2 1 255\n3 -1\n");
+  EXPECT_NE(error_of(negative).find("negative sample -1"), std::string::npos) << error_of(negative);
+}
+
 TEST(ImageFormats, PnmScalesWithPythonsRounding) {
   auto grey = [](const std::string& text) {
     const Bytes file(text.begin(), text.end());
