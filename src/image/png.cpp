@@ -17,7 +17,7 @@
 // What is refused, as PIL refuses it:
 // - before the image data, every chunk must be whole with a matching CRC
 //   (PIL checks each one), and the chunks PIL parses must be well formed:
-//   IHDR, sRGB, pHYs, gAMA, tRNS, acTL, fcTL lengths, iCCP/zTXt compression
+//   IHDR, sRGB, pHYs, gAMA, cHRM, tRNS, acTL, fcTL lengths, iCCP/zTXt compression
 //   methods, and compressed iCCP/zTXt/iTXt text of at most 1 MiB (PIL's
 //   MAX_TEXT_CHUNK, a bomb guard);
 // - image data that ends before the last row (cut short, or zlib data that
@@ -138,6 +138,8 @@ struct ChunkChecker {
       too_short(9);
     } else if (named(name, "gAMA")) {
       too_short(4);
+    } else if (named(name, "cHRM")) {
+      too_short(32);  // Pillow 13: "Truncated cHRM chunk" (9.4 refused lengths that are not a multiple of 4)
     } else if (named(name, "tRNS") && have_header) {
       if (layout.color_type == 0) too_short(2);
       if (layout.color_type == 2) too_short(6);
@@ -159,16 +161,21 @@ struct ChunkChecker {
     } else if (named(name, "iCCP") || named(name, "zTXt")) {
       const uint8_t* nul = static_cast<const uint8_t*>(std::memchr(body, 0, length));
       if (named(name, "iCCP")) {
-        // PIL reads the byte at the NUL (always 0), or the last byte without one.
+        // Pillow 13 reads the byte after the NUL, or the first byte without one (9.4 read the NUL itself).
         if (length == 0) corrupt(in, "corrupt PNG: an empty iCCP chunk");
-        if (nul == nullptr && body[length - 1] != 0) {
-          corrupt(in, "corrupt PNG: unknown compression method in its iCCP chunk");
+        const uint8_t* method = nul != nullptr ? nul + 1 : body;
+        if (method >= body + length) corrupt(in, "corrupt PNG: an iCCP chunk without its compression method");
+        if (*method != 0) {
+          corrupt(in, "corrupt PNG: unknown compression method " + std::to_string(*method) + " in its iCCP chunk");
         }
       } else if (nul != nullptr && nul + 1 < body + length && nul[1] != 0) {
         corrupt(in, "corrupt PNG: unknown compression method " + std::to_string(nul[1]) + " in a zTXt chunk");
       }
-      if (nul != nullptr && nul + 2 <= body + length &&
-          inflates_past_text_limit(nul + 2, static_cast<size_t>(body + length - nul - 2))) {
+      // The compressed data: after the method byte (for an iCCP without a NUL, Pillow 13 inflates all but the
+      // first byte).
+      const uint8_t* compressed = nul != nullptr ? nul + 2 : named(name, "iCCP") ? body + 1 : nullptr;
+      if (compressed != nullptr && compressed <= body + length &&
+          inflates_past_text_limit(compressed, static_cast<size_t>(body + length - compressed))) {
         corrupt(in, "its " + chunk_label(name) + " chunk inflates past 1 MiB, PIL's limit for text and ICC "
                     "chunks (a decompression-bomb guard; PIL refuses it too)");
       }
