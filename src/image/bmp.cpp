@@ -1,24 +1,29 @@
-// BMP, read as PIL 9.4's BmpImagePlugin reads it (its own code, not a
+// BMP, read as Pillow 13.0's BmpImagePlugin reads it (its own code, not a
 // library's): the same header fields, the same tables of supported depths and
 // bit-field layouts, PIL's unpackers (5- and 6-bit channels expanded as
-// v * 255 / 31 and v * 255 / 63, rounded down) and its RLE decoder, quirks
-// included, so the pixels are PIL's:
-// - header sizes 12 (OS/2 v1: 16-bit sides), 40, 64, 108 and 124; a height
-//   whose top byte is 0xFF means top-down rows; `planes` is not looked at;
+// v * 255 / 31 and v * 255 / 63, rounded down) and its RLE decoder, so the
+// pixels are PIL's:
+// - header sizes 12 (OS/2 v1: 16-bit sides), 40, 52, 56, 64, 108 and 124
+//   (52: the r, g, b masks in the header, 56 and up: the alpha mask too); a
+//   height whose top byte is 0xFF means top-down rows; `planes` is not looked
+//   at;
 // - a palette whose entries are exactly the grey ramp (or black and white for
-//   2 colours) makes the image greyscale, and PIL then reads every pixel as
-//   one byte ("L") or one bit ("1") whatever the file's depth, as here;
-// - palette indices past the palette read PIL's grey ramp (i, i, i), the same
-//   on every run (stb_image read uninitialised memory there); more than 256
-//   palette entries is an error when PIL loads the palette;
+//   2 colours, black for 1) makes the image greyscale, and PIL then reads
+//   every pixel as one byte ("L") or, for 1 or 2 colours, one bit ("1")
+//   whatever the file's depth, as here;
+// - palette indices past the palette read black (Pillow 9.4 read its grey
+//   ramp (i, i, i) there); more than 256 palette entries is an error when PIL
+//   loads the palette;
 // - when the pixel-data offset points right after the header, the palette is
-//   assumed to sit in between (4 bytes an entry, as PIL assumes);
-// - RLE4/RLE8 follow PIL's BmpRleDecoder step by step, including how it
-//   handles delta moves (it skips the two bytes of the move and moves by the
-//   two after them), runs past the row end, odd-length absolute runs in RLE4
-//   (it reads one byte too few) and word alignment (on the file offset);
-//   RLE data that ends (or stops with end-of-bitmap) before the last pixel is
-//   an error, as in PIL ("not enough image data").
+//   assumed to sit in between (its entries' size: 3 bytes for OS/2 v1, else 4);
+// - RLE4/RLE8 follow PIL's BmpRleDecoder step by step: delta moves and
+//   absolute runs stop at the last pixel, an odd-length absolute run in RLE4
+//   reads its last byte's high nibble only (Pillow 9.4 read one byte too few
+//   there, so that ordinary RLE4 files decoded wrongly), encoded runs stop at
+//   the row end, word alignment is on the file offset; the indices of a
+//   black-and-white RLE image are grey levels, any non-zero one white; RLE
+//   data that ends (or stops with end-of-bitmap) before the last pixel is an
+//   error, as in PIL ("not enough image data").
 // Truncated uncompressed pixel data is an error, as in PIL ("image file is
 // truncated"); only the padding after the last row may be missing. A DIB (the
 // same without the 14-byte file header, as the clipboard holds it) is read as
@@ -43,6 +48,7 @@ enum class Raw {
   bgr,        // "BGR"
   bgrx,       // "BGRX", "BGRA"
   xbgr,       // "XBGR", "ABGR"
+  bgxr,       // "BGXR", "BGAR"
   rgba,       // "RGBA"
 };
 
@@ -84,12 +90,13 @@ BmpLayout read_layout(const Source& in, bool dib) {
   BmpLayout layout;
   size_t offset = dib ? 0 : le32(data + 10);
   const uint32_t header_size = le32(data + base);
-  if (header_size != 12 && header_size != 40 && header_size != 64 && header_size != 108 && header_size != 124) {
+  if (header_size != 12 && header_size != 40 && header_size != 52 && header_size != 56 && header_size != 64 &&
+      header_size != 108 && header_size != 124) {
     // PIL reads the header before judging its size: a short file fails there.
     if (header_size > 4 && size - base - 4 < header_size - 4) truncated(in, "BMP", "inside its info header");
     unsupported(in, "a BMP with a " + std::to_string(header_size) +
-                        "-byte info header is not supported (PIL reads the 12, 40, 64, 108 and 124-byte headers "
-                        "only); convert it to a standard BMP or PNG");
+                        "-byte info header is not supported (PIL reads the 12, 40, 52, 56, 64, 108 and 124-byte "
+                        "headers only); convert it to a standard BMP or PNG");
   }
   if (size - base - 4 < header_size - 4) truncated(in, "BMP", "inside its info header");
   const uint8_t* header = data + base + 4;  // the header after its size field
@@ -109,8 +116,8 @@ BmpLayout read_layout(const Source& in, bool dib) {
     layout.compression = le32(header + 12);
     colors = le32(header + 28);
     if (layout.compression == kBitfields) {
-      if (header_size - 4 >= 52) {
-        for (int i = 0; i < 4; ++i) masks[i] = le32(header + 36 + 4 * i);
+      if (header_size - 4 >= 48) {  // the masks are in the header; the alpha one from 56 bytes up
+        for (int i = 0; i < (header_size - 4 >= 52 ? 4 : 3); ++i) masks[i] = le32(header + 36 + 4 * i);
       } else {
         // A 40-byte header: the three masks follow it, no alpha mask.
         if (size - at < 12) truncated(in, "BMP", "inside its bit-field masks");
@@ -121,7 +128,7 @@ BmpLayout read_layout(const Source& in, bool dib) {
   }
   // PIL computes the colour count before it checks the depth (1 << bits).
   const uint64_t color_count = colors != 0 ? colors : layout.bits < 64 ? uint64_t{1} << layout.bits : ~uint64_t{0};
-  if (!dib && offset == 14 + header_size && layout.bits <= 8) offset += 4 * color_count;
+  if (!dib && offset == 14 + header_size && layout.bits <= 8) offset += (header_size == 12 ? 3 : 4) * color_count;
 
   switch (layout.bits) {
     case 1: layout.mode = Mode::palette; layout.raw = Raw::index1; break;
@@ -142,9 +149,11 @@ BmpLayout read_layout(const Source& in, bool dib) {
     if (layout.bits == 32) {
       if (is(0xFF0000, 0xFF00, 0xFF, 0)) layout.raw = Raw::bgrx;
       else if (is(0xFF000000, 0xFF0000, 0xFF00, 0)) layout.raw = Raw::xbgr;
+      else if (is(0xFF000000, 0xFF00, 0xFF, 0)) layout.raw = Raw::bgxr;
       else if (is(0xFF000000, 0xFF0000, 0xFF00, 0xFF)) layout.raw = Raw::xbgr;  // "ABGR"
       else if (is(0xFF, 0xFF00, 0xFF0000, 0xFF000000)) layout.raw = Raw::rgba;
       else if (is(0xFF0000, 0xFF00, 0xFF, 0xFF000000)) layout.raw = Raw::bgrx;  // "BGRA"
+      else if (is(0xFF000000, 0xFF00, 0xFF, 0xFF0000)) layout.raw = Raw::bgxr;  // "BGAR"
       else if (is(0, 0, 0, 0)) layout.raw = Raw::bgrx;                          // "BGRA"
       else known = false;
     } else if (layout.bits == 24) {
@@ -187,8 +196,8 @@ BmpLayout read_layout(const Source& in, bool dib) {
     }
     at += available;
     if (greyscale) {
-      layout.mode = color_count == 2 ? Mode::bilevel : Mode::grey;
-      layout.raw = color_count == 2 ? Raw::bits1 : Raw::grey8;
+      layout.mode = color_count <= 2 ? Mode::bilevel : Mode::grey;
+      layout.raw = color_count <= 2 ? Raw::bits1 : Raw::grey8;
     } else {
       layout.palette_entries = static_cast<int64_t>(available / entry_bytes);
       for (int64_t i = 0; i < layout.palette_entries && i < 256; ++i) {
@@ -252,6 +261,11 @@ void unpack_row(const BmpLayout& layout, const uint8_t* in, int64_t width, uint8
         out[1] = in[4 * x + 2];
         out[2] = in[4 * x + 1];
         break;
+      case Raw::bgxr:
+        out[0] = in[4 * x + 3];
+        out[1] = in[4 * x + 1];
+        out[2] = in[4 * x];
+        break;
       case Raw::rgba:
         out[0] = in[4 * x];
         out[1] = in[4 * x + 1];
@@ -293,32 +307,28 @@ std::vector<uint8_t> rle_indices(const Source& in, const BmpLayout& layout) {
       x = 0;
     } else if (byte == 1) {  // end of bitmap
       break;
-    } else if (byte == 2) {  // delta: PIL 9.4 reads its two bytes, drops them, and moves by the next two
+    } else if (byte == 2) {  // delta: move right and up by the next two bytes, stopping at the last pixel
       if (at + 2 > in.size) break;
-      at += 2;
-      if (at + 2 > in.size) {
-        corrupt(in, "corrupt BMP: its RLE data ends inside a delta move (PIL refuses it too)");
-      }
       const uint64_t right = in.data[at], up = in.data[at + 1];
       at += 2;
-      // Zeros past the last pixel end PIL's loop without changing the image: stop there.
       const uint64_t skip = std::min<uint64_t>(right + up * width, total - indices.size());
       indices.insert(indices.end(), static_cast<size_t>(skip), 0);
       x = indices.size() % width;
-    } else {  // absolute: `byte` pixels follow (PIL reads byte // 2 bytes of them in RLE4)
-      const size_t wanted = rle4 ? byte / 2 : byte;
+    } else {  // absolute: `byte` pixels follow (two a byte in RLE4, the last byte's high nibble alone when odd)
+      const uint64_t pixels = std::min<uint64_t>(byte, total - indices.size());  // up to the last pixel
+      const size_t wanted = static_cast<size_t>(rle4 ? (pixels + 1) / 2 : pixels);
       const size_t start = at;
       const size_t got = read(wanted);
       for (size_t i = 0; i < got; ++i) {
         const uint8_t value = in.data[start + i];
         if (rle4) {
           indices.push_back(value >> 4);
-          indices.push_back(value & 15);
+          if (2 * i + 1 < pixels) indices.push_back(value & 15);
         } else {
           indices.push_back(value);
         }
       }
-      if (got < wanted) break;
+      if (got < wanted || indices.size() == total) break;
       x += byte;
       if (at % 2 != 0) at += 1;  // word alignment, on the file offset as PIL's fd.tell()
     }
@@ -353,7 +363,7 @@ Image decode_layout(const Source& in, const BmpLayout& layout) {  check_size(in,
     return image.pixels.data() + static_cast<size_t>(y) * out_stride;
   };
   if (layout.compression == kRle8 || layout.compression == kRle4) {
-    if (layout.mode == Mode::rgb || layout.mode == Mode::bilevel) {
+    if (layout.mode == Mode::rgb) {
       unsupported(in, "an RLE-compressed BMP whose pixels are not palette indices is not supported "
                       "(PIL cannot unpack it either)");
     }
@@ -364,9 +374,13 @@ Image decode_layout(const Source& in, const BmpLayout& layout) {  check_size(in,
                       std::to_string(width * height) + " pixels (PIL refuses it too: \"not enough image data\")");
     }
     BmpLayout grey_or_index = layout;
-    grey_or_index.raw = layout.mode == Mode::grey ? Raw::grey8 : Raw::index8;
+    grey_or_index.raw = layout.mode == Mode::palette ? Raw::index8 : Raw::grey8;
     for (int64_t row = 0; row < height; ++row) {
-      unpack_row(grey_or_index, indices.data() + static_cast<size_t>(row * width), width, output_row(row));
+      uint8_t* out = output_row(row);
+      unpack_row(grey_or_index, indices.data() + static_cast<size_t>(row * width), width, out);
+      if (layout.mode == Mode::bilevel) {  // PIL's "1" image holds the grey levels: any non-zero one is white
+        for (size_t i = 0; i < out_stride; ++i) out[i] = out[i] != 0 ? 255 : 0;
+      }
     }
     return image;
   }

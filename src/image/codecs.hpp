@@ -82,14 +82,12 @@ inline bool starts_with(const uint8_t* data, size_t size, size_t offset, const c
 
 // ---- PIL's palette and conversions ---------------------------------------------
 
-/// PIL's ImagingPaletteNew: 256 entries initialised to the grey ramp (i, i, i),
-/// so an index past the colours a file defines reads as grey i. Files' colours
-/// overwrite the first entries.
+/// A palette image's 256 colours as Pillow 13 converts them to RGB: the
+/// entries a file defines, then black, so an index past the colours a file
+/// defines (or any index of a palette image with no colours) reads as black.
+/// (Pillow 9.4 read its grey ramp (i, i, i) there; docs/formats.md.)
 struct Palette {
-  std::array<uint8_t, 256 * 3> rgb;
-  Palette() {
-    for (int i = 0; i < 256; ++i) rgb[i * 3] = rgb[i * 3 + 1] = rgb[i * 3 + 2] = static_cast<uint8_t>(i);
-  }
+  std::array<uint8_t, 256 * 3> rgb{};
   const uint8_t* operator[](int index) const { return &rgb[static_cast<size_t>(index) * 3]; }
 };
 

@@ -1,13 +1,13 @@
-// GIF, the first frame, read as PIL 9.4 reads it (GifImagePlugin.py and
+// GIF, the first frame, read as Pillow 13.0 reads it (GifImagePlugin.py and
 // libImaging/GifDecode.c, its own code):
 // - the image is the logical screen, grown to the first frame's extent when
 //   the frame reaches past it; outside the frame it holds the frame's
 //   transparent index if it has one, else index 0, and, looked up in the
-//   palette like every pixel, gives that colour (PIL 9.4 mode "P");
+//   palette like every pixel, gives that colour (PIL's mode "P");
 // - the frame's palette is its local one, else the global one; an absent
 //   palette, or one that is exactly the grey ramp, makes the pixels grey
 //   levels equal to their indices (PIL's mode "L"); indices past the palette's
-//   colours read PIL's grey ramp;
+//   colours read black (Pillow 9.4: its grey ramp);
 // - transparent pixels keep their palette colour (convert("RGB") drops only
 //   the alpha PIL would give them), interlaced rows are placed in the four
 //   passes;

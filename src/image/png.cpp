@@ -1,11 +1,11 @@
-// PNG through libpng, with PIL's rules around it (PngImagePlugin.py, 9.4).
+// PNG through libpng, with PIL's rules around it (PngImagePlugin.py, Pillow 13.0).
 //
 // Pixels: libpng hands over the rows as stored (no transforms), and they are
 // converted as PIL converts its PNG modes to RGB: 1-bit grey ("1") to 0/255,
 // 2- and 4-bit grey scaled by 85 and 17 ("L;2", "L;4"), 16-bit grey (mode "I")
 // clipped to 255 (so 300 becomes 255; with or without a tRNS chunk), 16-bit
 // colour and grey+alpha keep their high byte, palettes are looked up with
-// PIL's grey ramp for indices past the PLTE's colours, alpha and tRNS are
+// black for indices past the PLTE's colours (Pillow 9.4: its grey ramp), alpha and tRNS are
 // dropped, never composited. Interlaced rows arrive pass by pass and are
 // placed where Adam7 puts them.
 //
@@ -17,7 +17,7 @@
 // What is refused, as PIL refuses it:
 // - before the image data, every chunk must be whole with a matching CRC
 //   (PIL checks each one), and the chunks PIL parses must be well formed:
-//   IHDR, sRGB, pHYs, gAMA, tRNS, acTL, fcTL lengths, iCCP/zTXt compression
+//   IHDR, sRGB, pHYs, gAMA, cHRM, tRNS, acTL, fcTL lengths, iCCP/zTXt compression
 //   methods, and compressed iCCP/zTXt/iTXt text of at most 1 MiB (PIL's
 //   MAX_TEXT_CHUNK, a bomb guard);
 // - image data that ends before the last row (cut short, or zlib data that
@@ -138,6 +138,8 @@ struct ChunkChecker {
       too_short(9);
     } else if (named(name, "gAMA")) {
       too_short(4);
+    } else if (named(name, "cHRM")) {
+      too_short(32);  // Pillow 13: "Truncated cHRM chunk" (9.4 refused lengths that are not a multiple of 4)
     } else if (named(name, "tRNS") && have_header) {
       if (layout.color_type == 0) too_short(2);
       if (layout.color_type == 2) too_short(6);
@@ -159,16 +161,21 @@ struct ChunkChecker {
     } else if (named(name, "iCCP") || named(name, "zTXt")) {
       const uint8_t* nul = static_cast<const uint8_t*>(std::memchr(body, 0, length));
       if (named(name, "iCCP")) {
-        // PIL reads the byte at the NUL (always 0), or the last byte without one.
+        // Pillow 13 reads the byte after the NUL, or the first byte without one (9.4 read the NUL itself).
         if (length == 0) corrupt(in, "corrupt PNG: an empty iCCP chunk");
-        if (nul == nullptr && body[length - 1] != 0) {
-          corrupt(in, "corrupt PNG: unknown compression method in its iCCP chunk");
+        const uint8_t* method = nul != nullptr ? nul + 1 : body;
+        if (method >= body + length) corrupt(in, "corrupt PNG: an iCCP chunk without its compression method");
+        if (*method != 0) {
+          corrupt(in, "corrupt PNG: unknown compression method " + std::to_string(*method) + " in its iCCP chunk");
         }
       } else if (nul != nullptr && nul + 1 < body + length && nul[1] != 0) {
         corrupt(in, "corrupt PNG: unknown compression method " + std::to_string(nul[1]) + " in a zTXt chunk");
       }
-      if (nul != nullptr && nul + 2 <= body + length &&
-          inflates_past_text_limit(nul + 2, static_cast<size_t>(body + length - nul - 2))) {
+      // The compressed data: after the method byte (for an iCCP without a NUL, Pillow 13 inflates all but the
+      // first byte).
+      const uint8_t* compressed = nul != nullptr ? nul + 2 : named(name, "iCCP") ? body + 1 : nullptr;
+      if (compressed != nullptr && compressed <= body + length &&
+          inflates_past_text_limit(compressed, static_cast<size_t>(body + length - compressed))) {
         corrupt(in, "its " + chunk_label(name) + " chunk inflates past 1 MiB, PIL's limit for text and ICC "
                     "chunks (a decompression-bomb guard; PIL refuses it too)");
       }
@@ -380,7 +387,7 @@ enum class PngStatus { ok, error };
 /// and libpng would refuse is set right first, so that libpng reads what PIL
 /// reads. IHDR's compression method (PIL never reads it) becomes 0; PLTE is the
 /// last one PIL kept, cut to whole entries (PIL drops a partial one), or, for a
-/// palette image without one, PIL's grey ramp (libpng requires a PLTE); the
+/// palette image without one, all black, as Pillow 13 reads it (libpng requires a PLTE); the
 /// other chunks follow unchanged (their CRCs were checked).
 std::vector<uint8_t> png_head(const Source& in, const PngLayout& layout) {
   std::vector<uint8_t> head(in.data, in.data + kSignatureBytes);
@@ -412,9 +419,8 @@ std::vector<uint8_t> png_head(const Source& in, const PngLayout& layout) {
     if (layout.palette_length != SIZE_MAX) {
       append_chunk("PLTE", in.data + layout.palette_at, layout.palette_length / 3 * 3);
     } else {
-      std::vector<uint8_t> ramp;
-      for (int i = 0; i < (1 << layout.bit_depth); ++i) ramp.insert(ramp.end(), {uint8_t(i), uint8_t(i), uint8_t(i)});
-      append_chunk("PLTE", ramp.data(), ramp.size());
+      const std::vector<uint8_t> black(size_t{3} << layout.bit_depth, 0);
+      append_chunk("PLTE", black.data(), black.size());
     }
   }
   for (const auto& [at, length] : layout.others) head.insert(head.end(), in.data + at, in.data + at + length);

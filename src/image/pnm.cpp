@@ -1,4 +1,4 @@
-// PBM, PGM and PPM (P1-P6), read as PIL 9.4's PpmImagePlugin reads them:
+// PBM, PGM and PPM (P1-P6), read as Pillow 13.0's PpmImagePlugin reads them:
 // - the header: the magic (up to whitespace), then width, height and (but for
 //   P1/P4) maxval as tokens of at most 10 characters parsed like Python's
 //   int(); a '#' comment runs to the end of its line and, as in PIL, does not
@@ -8,12 +8,15 @@
 //   1 = black;
 // - scaling is PIL's: maxval 255 (and 65535 for P5) as stored, otherwise
 //   round(v / maxval * 255) in double precision with ties to even (Python's
-//   round), a binary sample over maxval clipped to 255 and a plain one refused;
+//   round), a binary sample over maxval clipped to 255 and a plain one refused,
+//   as is a negative plain one (Pillow 9.4 kept its low byte);
 //   greyscale over maxval 255 becomes PIL's 32-bit "I" (scaled to 65535) and
 //   is then clipped to 255 by convert("RGB");
 // - plain data is read in PIL's 1 MiB blocks, with PIL's handling of comments
 //   and of tokens split between blocks, so a stray character is refused
-//   exactly where PIL refuses it.
+//   exactly where PIL refuses it; a token split between blocks is stitched
+//   onto the next block once (Pillow 9.4 kept stitching it on, so a plain file
+//   cut inside a token was filled up with copies of that token).
 // Data that ends before the last sample is an error, as in PIL.
 
 #include <cmath>
@@ -168,9 +171,10 @@ class PlainReader {
         block = " ";  // flush the token split at the end of the last block
       }
       block = strip_comments(block);
-      // As in PIL, the saved half token is stitched on and kept (never
-      // cleared) until another one replaces it.
-      if (have_half) block = half + block;
+      if (have_half) {  // the token split at the end of the previous block
+        block = half + block;
+        have_half = false;
+      }
       std::vector<std::string> tokens = split(block);
       if (!block.empty() && !is_space(static_cast<uint8_t>(block.back()))) {
         half = tokens.back();
@@ -184,13 +188,14 @@ class PlainReader {
         if (!python_int(token, &value)) {
           corrupt(in_, "corrupt PNM: the sample '" + token.substr(0, 11) + "' is not a number (PIL refuses it too)");
         }
+        if (value < 0) {
+          corrupt(in_, "corrupt PNM: the negative sample " + std::to_string(value) + " (PIL refuses it too)");
+        }
         if (value > layout_.max_value) {
           corrupt(in_, "corrupt PNM: the sample " + std::to_string(value) + " is over maxval " +
                            std::to_string(layout_.max_value) + " (PIL refuses it too)");
         }
-        int64_t scaled = pil_scale(value, layout_.max_value, out_max);
-        if (!wide) scaled &= 255;  // PIL's o8 keeps the low byte
-        if (wide && scaled < 0) corrupt(in_, "corrupt PNM: a negative sample (PIL refuses it too)");
+        const int64_t scaled = pil_scale(value, layout_.max_value, out_max);
         values.push_back(static_cast<uint8_t>(std::min<int64_t>(scaled, 255)));
         if (values.size() == total) break;
       }

@@ -1,17 +1,18 @@
-// PSD, the merged (composite) image, read as PIL 9.4's PsdImagePlugin reads it:
+// PSD, the merged (composite) image, read as Pillow 13.0's PsdImagePlugin reads it:
 // - modes: bitmap (PIL's "1": a set bit is white), greyscale, duotone and
 //   multichannel (the first channel), indexed (a 768-byte colour table, else
-//   PIL's grey ramp), RGB (RGBA with exactly 4 channels; further channels are
+//   black: Pillow 9.4 read its grey ramp), RGB (RGBA with exactly 4 channels; further channels are
 //   ignored) and CMYK (inverted samples, then PIL's CMYK -> RGB formula);
 //   8 bits a sample only (PIL refuses 16- and 32-bit PSDs and Lab, as here);
 // - raw or PackBits composite data (PIL refuses ZIP-compressed data too);
 //   PackBits rows are read as one stream per channel from where PIL computes
 //   it starts: after the row counts of the channels PIL reads (so a file with
 //   more channels than the mode uses is misread by PIL, and identically here);
-// - the layer records are walked as PIL walks them, because PIL refuses a file
-//   whose layer records it cannot parse (a layer with a mask channel, or whose
-//   channels are not R, BGR or ABGR, among others): such files are refused
-//   here too, with PIL's reason.
+// - the layer and mask section is skipped (its size and the layer records'
+//   size are read, not the records): Pillow 13 parses the layer records only
+//   when a layer is asked for, so layers with masks or grey + alpha channels
+//   do not stop the merged image from being read (Pillow 9.4 parsed them on
+//   opening and refused such files).
 // Pixel data that ends before the last row is an error, as in PIL.
 
 #include <string>
@@ -133,67 +134,6 @@ std::vector<Channel> make_tiles(Stream& stream, int64_t xsize, int64_t ysize, in
   return tiles;
 }
 
-/// PIL's _layerinfo over the layer section (bytes [begin, begin + size)).
-void walk_layers(const Source& in, const uint8_t* begin, size_t size) {
-  Stream layers(in, begin, size, "layer records");
-  const int count = static_cast<int16_t>(layers.u16());
-  const int64_t records = count < 0 ? -int64_t{count} : count;
-  if (static_cast<int64_t>(size) < records * 20) layers.fail("more layers than the section can hold");
-  struct Layer {
-    std::vector<char> channels;  // empty with known = false: PIL's mode None
-    bool known = false;
-    int64_t x0, y0, x1, y1;
-  };
-  std::vector<Layer> found;
-  for (int64_t r = 0; r < records; ++r) {
-    Layer layer;
-    auto safe32 = [&]() { return be32(layers.safe_read(4)); };
-    auto safe16 = [&]() { return be16(layers.safe_read(2)); };
-    layer.y0 = safe32();
-    layer.x0 = safe32();
-    layer.y1 = safe32();
-    layer.x1 = safe32();
-    const int types = safe16();
-    if (types > 4) continue;  // PIL skips the rest of such a record
-    std::vector<char> names;
-    for (int t = 0; t < types; ++t) {
-      const int type = safe16();
-      if (type == 65535) {
-        names.push_back('A');
-      } else if (type < 4) {
-        names.push_back("RGBA"[type]);
-      } else {
-        layers.fail("a layer channel of type " + std::to_string(static_cast<int16_t>(type)) +
-                    " (PIL reads R, G, B and alpha only, not masks)");
-      }
-      layers.safe_read(4);
-    }
-    std::sort(names.begin(), names.end());
-    const std::string sorted(names.begin(), names.end());
-    layer.known = sorted == "R" || sorted == "BGR" || sorted == "ABGR";
-    if (layer.known) layer.channels = names;
-    layers.safe_read(12);
-    const int64_t extra = safe32();
-    if (extra != 0) {
-      const int64_t end = add(layers.tell(), extra);
-      int64_t length = safe32();
-      if (length != 0) layers.seek(add(layers.tell(), length - 16));
-      length = safe32();
-      if (length != 0) layers.seek(add(layers.tell(), length));
-      length = layers.safe_read(1)[0];
-      if (length != 0) layers.safe_read(length);
-      layers.seek(end);
-    }
-    found.push_back(layer);
-  }
-  for (const Layer& layer : found) {
-    if (!layer.known) layers.fail("a layer whose channels are not R, BGR or ABGR");
-    for (size_t c = 0; c < layer.channels.size(); ++c) {
-      make_tiles(layers, layer.x1 - layer.x0, layer.y1 - layer.y0, 1, nullptr);
-    }
-  }
-}
-
 PsdLayout read_layout(const Source& in, bool decoding) {
   Stream file(in, in.data, in.size, "header");
   const uint8_t* header = file.safe_read(26);
@@ -270,11 +210,7 @@ PsdLayout read_layout(const Source& in, bool decoding) {
   const int64_t layer_section = sections.u32();
   if (layer_section != 0) {
     const int64_t end = add(sections.tell(), layer_section);
-    const int64_t layer_bytes = sections.u32();
-    if (layer_bytes != 0) {
-      const uint8_t* records = sections.safe_read(layer_bytes);
-      walk_layers(in, records, static_cast<size_t>(layer_bytes));
-    }
+    sections.u32();  // the layer records' size: Pillow 13 parses them only when a layer is asked for
     sections.seek(end);
   }
   layout.tiles = make_tiles(sections, layout.width, layout.height, channels, &layout.compression);

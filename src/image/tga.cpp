@@ -1,15 +1,18 @@
-// TGA, read as PIL 9.4's TgaImagePlugin and TgaRleDecode.c read it:
+// TGA, read as Pillow 13.0's TgaImagePlugin and TgaRleDecode.c read it:
 // - a file is a TGA when its header passes PIL's checks (colour-map type 0 or
 //   1, both sides > 0, depth 1, 8, 16, 24 or 32, image type 1-3 or 9-11);
 // - the origin bits are honoured both ways: bottom-up unless bit 5 is set,
 //   and right-to-left rows (bit 4) are mirrored back, as PIL does after
 //   loading (stb_image ignored bit 4, so such files came out mirrored);
 // - the colour map (16-bit 5-5-5, 24- or 32-bit entries, after `first entry`
-//   zeroed entries) is the palette; a map of another depth is not read (and
-//   its bytes then count as pixel data, as in PIL); greyscale images with a
-//   colour map are looked up in it (PIL turns them into palette images), an
-//   RGB image with one is an error in PIL and here; more than 256 entries is
-//   an error;
+//   zeroed entries) is the palette, indices past it read black; a map of
+//   another depth is an error ("unknown TGA map depth"); a colour-mapped image
+//   without a colour map is an error (PIL makes it greyscale, then has no way
+//   to unpack palette indices into it); greyscale images with a colour map
+//   are looked up in it, an RGB image with one is an error in PIL and here;
+//   more than 256 entries is an error (Pillow 9.4 refused 32-bit entries,
+//   read the indices of a map-less image as grey levels, and read past the
+//   others as pixel data: docs/formats.md);
 // - 16-bit colour is 5-5-5 expanded as v * 255 / 31, 16-bit grey is grey +
 //   alpha, alpha is dropped;
 // - RLE packets: a run may not cross the end of a row (PIL: an overrun
@@ -83,7 +86,11 @@ TgaLayout read_layout(const Source& in) {
     const int map_depth = data[7];
     layout.map_depth = map_depth;
     const int entry_bytes = map_depth == 16 ? 2 : map_depth == 24 ? 3 : map_depth == 32 ? 4 : 0;
-    if (entry_bytes != 0) {
+    if (entry_bytes == 0) {
+      corrupt(in, "corrupt TGA: a colour map of " + std::to_string(map_depth) +
+                      "-bit entries (PIL reads 16, 24 and 32; \"unknown TGA map depth\")");
+    }
+    {
       layout.has_palette = true;
       const size_t wanted = static_cast<size_t>(entry_bytes) * static_cast<size_t>(count);
       const size_t available = at < size ? std::min(wanted, size - at) : 0;
@@ -157,8 +164,8 @@ Image decode_tga(const Source& in) {
     corrupt(in, "corrupt TGA: a colour map in an image that is not greyscale or palette-based "
                 "(PIL cannot load it either)");
   }
-  if (layout.has_palette && layout.map_depth == 32) {
-    corrupt(in, "corrupt TGA: a colour map of 32-bit entries, which PIL cannot load (\"unrecognized raw mode\")");
+  if (layout.mode == Mode::palette && !layout.has_palette) {
+    corrupt(in, "corrupt TGA: a colour-mapped image without a colour map (PIL refuses it too)");
   }
   if (layout.palette_entries > 256) {
     corrupt(in, "corrupt TGA: its colour map has " + std::to_string(layout.palette_entries) +

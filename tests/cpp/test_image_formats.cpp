@@ -208,14 +208,15 @@ TEST(ImageFormats, Bmp16BitChannelsExpandAsPilDoes) {
   EXPECT_EQ(at(image555, 1, 0), (std::vector<int>{0, 131, 0}));
 }
 
-TEST(ImageFormats, BmpIndicesPastThePaletteReadPilsGreyRamp) {
+TEST(ImageFormats, BmpIndicesPastThePaletteReadBlack) {
+  // As Pillow 13 reads them (Pillow 9.4 read its grey ramp (i, i, i) there).
   const Bytes image = bmp(8, 4, 1, {0, 1, 2, 200}, {{10, 20, 30}, {40, 50, 60}});
   for (int run = 0; run < 3; ++run) {  // the same every time (stb read uninitialised memory)
     const pe::image::Image decoded = decode_memory(image.data(), image.size());
     EXPECT_EQ(at(decoded, 0, 0), (std::vector<int>{10, 20, 30}));
     EXPECT_EQ(at(decoded, 1, 0), (std::vector<int>{40, 50, 60}));
-    EXPECT_EQ(at(decoded, 2, 0), (std::vector<int>{2, 2, 2}));
-    EXPECT_EQ(at(decoded, 3, 0), (std::vector<int>{200, 200, 200}));
+    EXPECT_EQ(at(decoded, 2, 0), (std::vector<int>{0, 0, 0}));
+    EXPECT_EQ(at(decoded, 3, 0), (std::vector<int>{0, 0, 0}));
   }
 }
 
@@ -244,6 +245,36 @@ TEST(ImageFormats, BmpRle8FollowsPilsDecoder) {
   const Bytes early = bmp(8, 4, 2, {3, 1, 0, 1}, palette, 1);
   EXPECT_NE(error_of(early).find("sample.img: corrupt or truncated BMP: its RLE data ends after 3 of 8 pixels"),
             std::string::npos);
+}
+
+TEST(ImageFormats, BmpRle4OddAbsoluteRunReadsItsLastHighNibble) {
+  // 4 x 1: an absolute run of 3 pixels in 2 bytes (1, 2, 3 and a spare nibble), then 1 pixel of 4, then the
+  // end of the bitmap. Pillow 9.4 read 3 // 2 = 1 byte of the run and then misread the rest.
+  const Bytes rle = {0, 3, 0x12, 0x30, 1, 0x40, 0, 1};
+  const std::vector<std::vector<int>> palette = {{0, 0, 0}, {10, 0, 0}, {20, 0, 0}, {30, 0, 0}, {40, 0, 0}};
+  const Bytes file = bmp(4, 4, 1, rle, palette, 2);
+  const pe::image::Image image = decode_memory(file.data(), file.size());
+  for (int x = 0; x < 4; ++x) EXPECT_EQ(at(image, x, 0), (std::vector<int>{10 * (x + 1), 0, 0})) << x;
+}
+
+TEST(ImageFormats, BmpRleDeltaMovesByItsOwnTwoBytes) {
+  // 3 x 2: 1 pixel of 1, a move 1 right and 1 up (to the top row's x = 2), 1 pixel of 2: the last pixel.
+  const Bytes rle = {1, 1, 0, 2, 1, 1, 1, 2, 0, 0, 0, 1};
+  const std::vector<std::vector<int>> palette = {{0, 0, 0}, {100, 0, 0}, {0, 200, 0}};
+  const Bytes file = bmp(8, 3, 2, rle, palette, 1);
+  const pe::image::Image image = decode_memory(file.data(), file.size());
+  EXPECT_EQ(at(image, 0, 1), (std::vector<int>{100, 0, 0}));  // the file's first row is the bottom one
+  EXPECT_EQ(at(image, 1, 1), (std::vector<int>{0, 0, 0}));
+  EXPECT_EQ(at(image, 1, 0), (std::vector<int>{0, 0, 0}));
+  EXPECT_EQ(at(image, 2, 0), (std::vector<int>{0, 200, 0}));
+}
+
+TEST(ImageFormats, BmpBlackAndWhiteRleIsBilevel) {
+  // A black-and-white palette makes PIL's "1" image; RLE indices are its grey levels, any non-zero one white.
+  const Bytes file = bmp(8, 4, 1, {2, 0, 2, 1, 0, 1}, {{0, 0, 0}, {255, 255, 255}}, 1);
+  const pe::image::Image image = decode_memory(file.data(), file.size());
+  EXPECT_EQ(at(image, 1, 0), (std::vector<int>{0, 0, 0}));
+  EXPECT_EQ(at(image, 2, 0), (std::vector<int>{255, 255, 255}));
 }
 
 // ---- TGA, GIF, PNM, PNG ------------------------------------------------------------------
@@ -285,6 +316,24 @@ TEST(ImageFormats, GifTransparentPixelsKeepTheirPaletteColour) {
   EXPECT_EQ(at(image, 0, 0), (std::vector<int>{40, 50, 60}));  // canvas: the transparent index's colour
   EXPECT_EQ(at(image, 1, 0), (std::vector<int>{10, 20, 30}));
   EXPECT_EQ(at(image, 2, 0), (std::vector<int>{40, 50, 60}));  // transparent: its colour, not black
+}
+
+TEST(ImageFormats, TgaColourMappedWithoutAMapIsRefused) {
+  Bytes file = {0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 1, 0, 8, 0x20, 7};  // 1 x 1, type 1, no colour map
+  EXPECT_NE(error_of(file).find("sample.img: corrupt TGA: a colour-mapped image without a colour map"),
+            std::string::npos)
+      << error_of(file);
+}
+
+TEST(ImageFormats, PlainPnmCutShortIsRefused) {
+  // 3 samples announced, 2 given, the last one cut at the end of the data: Pillow 9.4 filled the image with
+  // copies of it, Pillow 13 refuses it.
+  Bytes file;
+  put_text(file, "P2 3 1 255\n3 1");
+  EXPECT_NE(error_of(file).find("after 2 of its 3 samples"), std::string::npos) << error_of(file);
+  Bytes negative;
+  put_text(negative, "P2 2 1 255\n3 -1\n");
+  EXPECT_NE(error_of(negative).find("negative sample -1"), std::string::npos) << error_of(negative);
 }
 
 TEST(ImageFormats, PnmScalesWithPythonsRounding) {

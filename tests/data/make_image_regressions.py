@@ -35,7 +35,9 @@ def regressions():
         ("bmp_os2_v1.bmp", cases["bmp/os2-8bit"],
          "2. OS/2 v1 BMP (12-byte header, 3-byte palette entries): was refused as a decompression bomb; PIL reads it"),
         ("bmp_rle8.bmp", cases["bmp/rle8"], "2. RLE8 BMP: was refused with a generic message; PIL reads it"),
-        ("bmp_rle4.bmp", cases["bmp/rle4"], "2. RLE4 BMP: was refused with a generic message; PIL reads it"),
+        ("bmp_rle4.bmp", cases["bmp/rle4"],
+         "2. RLE4 BMP: was refused with a generic message; PIL reads it (Pillow 9.4 misreads its odd-length "
+         "absolute runs)"),
         ("bmp_extra_palette_entries.bmp", c.bmp(8, 7, 6, c.bmp_rows(idx8, 8), pal300, colors=256),
          "2. 8-bit BMP declaring 256 colours with 300 palette entries before its pixels: was refused "
          "(\"Corrupt BMP\"); PIL reads the first 256"),
@@ -50,7 +52,7 @@ def regressions():
          "v * 255 / 31 and v * 255 / 63"),
         ("bmp_indices_past_palette.bmp", cases["bmp/8bit-5-colors-indices-past"],
          "2. 8-bit BMP with 5 palette entries and indices up to 255: read uninitialised memory (pixels changed from "
-         "run to run); PIL gives index i the grey (i, i, i)"),
+         "run to run); Pillow 13 reads them black (Pillow 9.4: the grey (i, i, i))"),
         ("gif_truncated.gif", cases["gif/basic"][:120],
          "3. GIF cut inside its image data: decoded with black rows; PIL raises (image file is truncated)"),
         ("bmp_truncated.bmp", cases["bmp/24bit"][:120],

@@ -171,6 +171,11 @@ def png_cases() -> Dict[str, bytes]:
     broken_crc[idat + 8 + length] ^= 0xFF  # the IDAT's CRC: PIL never checks it
     cases["png/bad-crc-idat"] = bytes(broken_crc)
     cases["png/short-srgb"] = png(rgb, 8, 2, extra_chunks=[png_chunk(b"sRGB", b"")])
+    cases["png/chrm"] = png(rgb, 8, 2, extra_chunks=[png_chunk(b"cHRM", struct.pack(">8I", *range(8)))])
+    cases["png/chrm-short"] = png(rgb, 8, 2, extra_chunks=[png_chunk(b"cHRM", struct.pack(">7I", *range(7)))])
+    icc = zlib.compress(b"not really a profile")
+    cases["png/iccp"] = png(rgb, 8, 2, extra_chunks=[png_chunk(b"iCCP", b"name\x00\x00" + icc)])
+    cases["png/iccp-method-1"] = png(rgb, 8, 2, extra_chunks=[png_chunk(b"iCCP", b"name\x00\x01" + icc)])
     cases["png/short-trns-grey"] = png(noise(4, 4, 1, seed=1), 8, 0, trns=b"\x05")
     cases["png/text-bomb"] = png(rgb, 8, 2, extra_chunks=[png_chunk(b"zTXt", b"k\x00\x00" +
                                                                     zlib.compress(bytes(2 << 20)))])
@@ -279,6 +284,15 @@ def rle8(rows: List[List[int]], eob=True) -> bytes:
     return out
 
 
+# What some files encode, where a PIL version misreads them: case name -> RGB pixels (top row first).
+ENCODED: Dict[str, np.ndarray] = {}
+
+
+def _bmp_rle_pixels(file_rows, palette) -> np.ndarray:
+    """The RGB image of bottom-up BMP rows of palette indices."""
+    return np.array([[palette[i] for i in row] for row in reversed(file_rows)], dtype=np.uint8)
+
+
 def bmp_cases() -> Dict[str, bytes]:
     cases = {}
     h, w = 7, 9
@@ -309,7 +323,7 @@ def bmp_cases() -> Dict[str, bytes]:
     cases["bmp/24bit-bitfields"] = bmp(24, w, h, bmp_rows(bgr, 24), compression=3, masks=(0xFF0000, 0xFF00, 0xFF, 0))
     for masks in [(0xFF0000, 0xFF00, 0xFF, 0), (0xFF000000, 0xFF0000, 0xFF00, 0), (0xFF000000, 0xFF0000, 0xFF00, 0xFF),
                   (0xFF, 0xFF00, 0xFF0000, 0xFF000000), (0xFF0000, 0xFF00, 0xFF, 0xFF000000), (0, 0, 0, 0),
-                  (0x3FF00000, 0xFFC00, 0x3FF, 0)]:
+                  (0x3FF00000, 0xFFC00, 0x3FF, 0), (0xFF000000, 0xFF00, 0xFF, 0), (0xFF000000, 0xFF00, 0xFF, 0xFF0000)]:
         name = "bmp/32bit-masks-" + "-".join(f"{m:x}" for m in masks)
         cases[name] = bmp(32, w, h, bmp_rows(bgrx, 32), header_size=124, compression=3, masks=masks)
     cases["bmp/32bit-bitfields-v3"] = bmp(32, w, h, bmp_rows(bgrx, 32), compression=3, masks=(0xFF0000, 0xFF00, 0xFF, 0))
@@ -333,7 +347,11 @@ def bmp_cases() -> Dict[str, bytes]:
     cases["bmp/24bit-offset-zero"] = bmp(24, w, h, bmp_rows(bgr, 24), offset=0)
     for planes in (0, 2, 0xFFFF):
         cases[f"bmp/planes-{planes}"] = bmp(24, w, h, bmp_rows(bgr, 24), planes=planes)
-    cases["bmp/unsupported-header-56"] = bmp(24, w, h, bmp_rows(bgr, 24), header_size=56)
+    cases["bmp/header-56"] = bmp(24, w, h, bmp_rows(bgr, 24), header_size=56)
+    cases["bmp/header-52-bitfields"] = bmp(16, w, h, bmp_rows(px16, 16), header_size=52, compression=3,
+                                           masks=(0xF800, 0x7E0, 0x1F, 0))
+    cases["bmp/header-56-bitfields"] = bmp(32, w, h, bmp_rows(bgrx, 32), header_size=56, compression=3,
+                                           masks=(0xFF0000, 0xFF00, 0xFF, 0xFF000000))
     cases["bmp/unsupported-2bit"] = bmp(2, w, h, bmp_rows(noise(h, w, 1, seed=6, high=4), 2), pal16[:4])
     cases["bmp/unsupported-jpeg"] = bmp(24, w, h, b"\xff\xd8\xff\xd9", compression=4)
     # RLE8 and RLE4.
@@ -345,6 +363,9 @@ def bmp_cases() -> Dict[str, bytes]:
     cases["bmp/rle8-grey"] = bmp(8, 12, h, rle8(rows), grey, compression=1)
     delta = b"\x03\x05\x00\x02\x04\x01\x02\x07\x00\x00" + b"\x0c\x01\x00\x00" * (h - 2) + b"\x00\x01"
     cases["bmp/rle8-delta"] = bmp(8, 12, h, delta, pal256, compression=1)
+    # 3 pixels of 5, a move 4 right and 1 up, 2 pixels of 7, the end of that row, rows of 1 up to the top.
+    ENCODED["bmp/rle8-delta"] = _bmp_rle_pixels([[5] * 3 + [0] * 9, [0] * 7 + [7, 7] + [0] * 3] + [[1] * 12] * (h - 2),
+                                                pal256)
     cases["bmp/rle8-early-end"] = bmp(8, 12, h, rle8(rows[:3]), pal256, compression=1)
     cases["bmp/rle8-run-past-row"] = bmp(8, 12, h, b"\x20\x04" + rle8(rows[1:]), pal256, compression=1)
     cases["bmp/rle8-absolute-past-row"] = bmp(8, 4, 3, b"\x00\x06\x01\x02\x03\x04\x05\x06\x00\x00" * 3 + b"\x00\x01",
@@ -352,8 +373,10 @@ def bmp_cases() -> Dict[str, bytes]:
     nibbles = b"".join(bytes([0x06, 0x12, 0x00, 0x05, 0x34, 0x56, 0x70, 0x00, 0x01, 0x89, 0x00, 0x00])
                        for _ in range(h)) + b"\x00\x01"
     cases["bmp/rle4"] = bmp(4, 12, h, nibbles, pal16, compression=2)
+    ENCODED["bmp/rle4"] = _bmp_rle_pixels([[1, 2, 1, 2, 1, 2, 3, 4, 5, 6, 7, 8]] * h, pal16)
     odd = b"".join(bytes([0x00, 0x03, 0xAB, 0xC0, 0x09, 0x45, 0x00, 0x00]) for _ in range(h)) + b"\x00\x01"
     cases["bmp/rle4-odd-absolute"] = bmp(4, 12, h, odd, pal16, compression=2)
+    ENCODED["bmp/rle4-odd-absolute"] = _bmp_rle_pixels([[10, 11, 12, 4, 5, 4, 5, 4, 5, 4, 5, 4]] * h, pal16)
     cases["bmp/rle-24bit"] = bmp(24, 4, 2, b"\x04\x01\x00\x00\x04\x02\x00\x01", compression=1)
     # PIL's writers.
     photo = Image.fromarray(gradient(15, 17))
@@ -565,6 +588,7 @@ def tga_cases() -> Dict[str, bytes]:
     cases["tga/palette-16bit-map"] = tga(1, 8, w, h, idx, color_map=noise(10, 1, 2, seed=69).tobytes(), map_depth=16)
     cases["tga/palette-32bit-map"] = tga(1, 8, w, h, idx, color_map=noise(10, 1, 4, seed=70).tobytes(), map_depth=32)
     cases["tga/palette-no-map"] = tga(1, 8, w, h, idx)
+    cases["tga/palette-map-depth-15"] = tga(1, 8, w, h, idx, color_map=noise(10, 1, 2, seed=69).tobytes(), map_depth=15)
     cases["tga/palette-too-many-entries"] = tga(1, 8, w, h, idx, color_map=noise(250, 1, 3, seed=71).tobytes(),
                                                 map_first=10)
     cases["tga/rgb-with-colour-map"] = tga(2, 24, w, h, flat, color_map=cmap)
@@ -609,6 +633,7 @@ def pnm_cases() -> Dict[str, bytes]:
     cases["pnm/p5-samples-over-maxval"] = b"P5 4 1 100\n" + bytes([0, 50, 100, 250])
     cases["pnm/p6-16bit-over-maxval"] = b"P6 1 1 1000\n" + np.array([5, 1000, 60000], ">u2").tobytes()
     cases["pnm/p2-sample-over-maxval"] = b"P2 2 1 10\n3 11\n"
+    cases["pnm/p2-negative-sample"] = b"P2 2 1 255\n3 -11\n"
     cases["pnm/p2-comment-glues-tokens"] = b"P2 2 1 255\n1#c\n2 77\n"
     cases["pnm/p3-comments"] = b"P3\n# c1\n2 1 # c2\n255\n1 2 3 # c3\n4 5 6"
     cases["pnm/header-comment-in-token"] = b"P5\n1#split\n2 1\n255\n" + bytes(range(12))

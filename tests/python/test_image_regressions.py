@@ -9,6 +9,7 @@ import warnings
 
 import numpy as np
 import pytest
+import PIL
 from PIL import Image
 
 import perception_retrieval as pr
@@ -25,6 +26,10 @@ def listed():
 
 
 FILES = listed()
+
+# Files that Debian 12's Pillow 9.4 reads differently from Pillow 13.0, which the decoders follow: the
+# image_cases case each was made from, whose known difference test_image_formats checks (docs/formats.md).
+PILLOW_94_DIFFERS = {"bmp_rle4.bmp": "bmp/rle4", "bmp_indices_past_palette.bmp": "bmp/8bit-5-colors-indices-past"}
 
 
 def read(name):
@@ -52,6 +57,12 @@ def test_regression_decodes_as_pil_does(name):
     data = read(name)
     expected = pil(data)
     path = os.path.join(FOLDER, name)
+    if name in PILLOW_94_DIFFERS and PIL.__version__.startswith("9.4."):
+        import test_image_formats
+
+        assert test_image_formats.compare(PILLOW_94_DIFFERS[name], data) == "known difference"
+        assert image.decode(path).shape == expected.shape
+        return
     if isinstance(expected, np.ndarray):
         np.testing.assert_array_equal(image.decode(path), expected, err_msg=FILES[name])
         np.testing.assert_array_equal(image.decode(data), expected)
@@ -70,14 +81,14 @@ def test_truncation_is_an_error_naming_the_file(name):
         image.decode(path)
 
 
-def test_palette_indices_past_the_palette_read_pils_grey_ramp():
+def test_palette_indices_past_the_palette_read_black():
     data = read("bmp_indices_past_palette.bmp")
     runs = [image.decode(data) for _ in range(3)]
     assert all(np.array_equal(runs[0], run) for run in runs)  # deterministic (was uninitialised memory)
     indices = np.frombuffer(data[-7 * 12:], np.uint8).reshape(7, 12)[::-1, :9]  # rows are padded to 12 bytes
     past = indices >= 5
     assert past.any()
-    np.testing.assert_array_equal(runs[0][past], np.repeat(indices[past][:, None], 3, axis=1))
+    assert (runs[0][past] == 0).all()  # as Pillow 13 reads them (Pillow 9.4: its grey ramp, (i, i, i))
 
 
 def test_rgb16_bmps_expand_channels_as_pil_does():
