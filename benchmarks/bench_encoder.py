@@ -86,14 +86,13 @@ def pil_preprocess(path, size=336):
     return (tensor - 0.5) / 0.5
 
 
-def run_breakdown(args):
+def run_breakdown(args, route):
     sgemm = sgemm_gflops()
     best = max(sgemm.values())
     print("sgemm 2048^3, " + ", ".join(f"{lib} {rate:.1f} GFLOP/s" for lib, rate in sgemm.items())
           + f"; the GEMM limit below uses the best, {best:.1f}")
     modes = [("eager", "openblas"), ("script-onednn", "onednn")]
     if hasattr(torch.ops, "pe") and _has_fused_attention():
-        route = pr.Encoder.measure_gemm_route() if hasattr(pr.Encoder, "measure_gemm_route") else "openblas"
         modes.append(("native", route))
     for mode, route in modes:
         result = forward_breakdown.breakdown(args.config, args.batch_size, args.breakdown_layers, mode, best, route)
@@ -127,10 +126,6 @@ def main():
     print(f"CPU ISA: {pr.cpu_features()}; caps: " + ", ".join(
         f"{name}={os.environ.get(name, 'unset')}" for name in ("OPENBLAS_CORETYPE", "ONEDNN_MAX_CPU_ISA",
                                                               "PE_ENCODER_SIMD")))
-    if args.breakdown or args.breakdown_only:
-        run_breakdown(args)
-        if args.breakdown_only:
-            return
 
     with tempfile.TemporaryDirectory() as folder:
         paths = write_photos(folder, args.images)
@@ -141,7 +136,11 @@ def main():
         gflop_per_image = forward_flops(eager.config, size, size) / 1e9
         encoder = pr.Encoder(model_path, batch_size=args.batch_size, threads=args.threads,
                              decode_threads=args.threads)
-        print(f"ours: Linear layers via {'oneDNN' if encoder.uses_onednn else 'BLAS'}")
+        print(f"ours: Linear layers via {'oneDNN' if encoder.uses_onednn else 'BLAS'}; {encoder.forward_description}")
+        if args.breakdown or args.breakdown_only:
+            run_breakdown(args, encoder.gemm_route if encoder.uses_fused_attention else "openblas")
+            if args.breakdown_only:
+                return
 
         # Decoding and preprocessing alone, best of 3 passes over the files.
         def best_of_3(fn):

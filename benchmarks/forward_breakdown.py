@@ -129,11 +129,10 @@ def breakdown(config, batch, layers, mode, sgemm_gflops, route="openblas", seed=
     tokens = cfg.num_tokens
     cos_qk, sin_qk = pe_core._rope_tables(grid, grid, cfg.head_dim, cfg.use_cls_token, cfg.rope_theta,
                                           cfg.head_dim ** -0.5, torch.device("cpu"))
-    # The eager model runs micro-batches whose MLP activations stay under its work limit.
-    micro = batch
-    if mode != "native":
-        micro = pe_core._balanced_chunk(batch, max(1, pe_core.DEFAULT_WORK_ELEMENTS //
-                                                   (tokens * max(3 * cfg.width, cfg.mlp_width))))
+    # The eager model runs micro-batches whose MLP activations stay under its work limit;
+    # pe::Encoder's own forward uses the same limit (src/encoder/forward.cpp).
+    micro = pe_core._balanced_chunk(batch, max(1, pe_core.DEFAULT_WORK_ELEMENTS //
+                                               (tokens * max(3 * cfg.width, cfg.mlp_width))))
     x = torch.randn(batch, tokens, cfg.width, generator=torch.Generator().manual_seed(seed)) * 0.5
     with torch.no_grad():
         packs = []
