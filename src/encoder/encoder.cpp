@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -41,6 +42,8 @@
 #include <unordered_map>
 #include <utility>
 #include <vector>
+
+#include <ATen/CPUGeneratorImpl.h>
 
 #include "common/log_plain.hpp"
 #include "encoder/attention.hpp"
@@ -254,6 +257,23 @@ struct Encoder::Model {
   // operator (see forward.hpp for why); null when the TorchScript forward runs.
   std::unique_ptr<detail::NativeForward> native;
 
+  // The own forward must reproduce the file's embeddings to this cosine (the
+  // product's bound against the eager model) or it is not used.
+  static constexpr double kNativeAgreement = 0.999999;
+
+  // min over a probe image of cos(own forward, the file's TorchScript forward).
+  double native_agreement(int image_size) const {
+    torch::NoGradGuard no_grad;
+    // A generator of its own: the host's global RNG state is not the library's to move.
+    auto generator = at::detail::createCPUGenerator(/*seed_in=*/0);
+    const auto probe = at::randn({1, 3, image_size, image_size}, generator, torch::TensorOptions().dtype(torch::kFloat32));
+    auto module_handle = module;
+    const auto expected = module_handle.forward({probe}).toTensor().to(torch::kFloat64);
+    const auto ours = native->forward(probe).to(torch::kFloat64);
+    if (!ours.sizes().equals(expected.sizes())) return -1.0;
+    return torch::cosine_similarity(ours, expected, /*dim=*/1).min().item<double>();
+  }
+
   torch::Tensor run(const torch::Tensor& input) const {
     if (native) return native->forward(input);
 #if PE_WITH_AOTI
@@ -370,11 +390,28 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
       // The GEMM route is measured here, on this machine, with this process's threads.
       if (options_.threads > 0) torch::set_num_threads(options_.threads);
       model->native->choose_gemm(options_.onednn ? options_.gemm : "openblas");
-      model->onednn = model->native->route() != detail::GemmRoute::openblas;
-      native_note_ = "own forward, attention kernel " + model->native->attention_kernel() + ", GEMM route " +
-                     detail::gemm_route_name(model->native->route()) +
-                     (model->native->route_report().empty() ? "" : " (measured: " + model->native->route_report() + ")");
-    } else {
+      // The own forward re-implements the file's arithmetic from its weights, so it is
+      // only trusted once it gives the file's own embedding on this machine: one
+      // random image through both at load (a second forward's cost, paid once). A
+      // file whose forward differs (edited after export, a layout this code does not
+      // know) then keeps its TorchScript forward instead of silently changing results.
+      const double agreement = model->native_agreement(info_.image_size);
+      if (agreement >= Model::kNativeAgreement) {
+        model->onednn = model->native->route() != detail::GemmRoute::openblas;
+        char cosine[32];
+        std::snprintf(cosine, sizeof cosine, "%.7f", agreement);
+        native_note_ = "own forward, attention kernel " + model->native->attention_kernel() + ", GEMM route " +
+                       detail::gemm_route_name(model->native->route()) +
+                       (model->native->route_report().empty() ? "" : " (measured: " + model->native->route_report() + ")") +
+                       ", cosine " + cosine + " to the file's forward at load";
+      } else {
+        model->native.reset();
+        why_not = "the own forward's embedding had cosine " + std::to_string(agreement) +
+                  " to the file's forward at load, below " + std::to_string(Model::kNativeAgreement);
+        detail::log_warn("pe::Encoder: " + model_path + ": " + why_not + "; the TorchScript forward runs");
+      }
+    }
+    if (!model->native) {
       native_note_ = "TorchScript forward (" + why_not + ")";
       // A quantized file's Linear layers are its own: its in-place path needs the BLAS
       // workspaces, which the oneDNN switch leaves empty (the forward then failed).

@@ -95,6 +95,9 @@ TEST_F(EncoderTest, FusedAttentionForwardGivesTheTorchScriptResults) {
   EXPECT_FALSE(script.uses_fused_attention());
   ASSERT_TRUE(fused.uses_fused_attention()) << fused.forward_description();
   EXPECT_NE(fused.forward_description().find("attention kernel"), std::string::npos);
+  // Checked against the file's own forward at load before it is used.
+  EXPECT_NE(fused.forward_description().find("to the file's forward at load"), std::string::npos)
+      << fused.forward_description();
   const auto a = gradient(80, 60, 1), b = gradient(30, 90, 7), c = gradient(56, 56, 3);
   const std::vector<pe::PixelImage> images{{a.data(), 80, 60}, {b.data(), 30, 90}, {c.data(), 56, 56}};
   const pe::Embeddings expected = script.encode_pixels(images);

@@ -189,3 +189,26 @@ def test_l14_own_forward_matches_eager(tmp_path):
     reference = eager_reference(pe_core.build("PE-Core-L14-336", seed=0), encoder, images)
     cosine = (encoder.encode(images) * reference).sum(axis=1)
     assert cosine.min() >= 0.999999, cosine
+
+
+class _MirroredEncoder(export.ExportedEncoder):
+    """An exported file whose forward does more than the tower: it mirrors the images first."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.nn.functional.normalize(self.model(images.flip(-1)), p=2.0, dim=1)
+
+
+def test_a_file_whose_forward_the_own_forward_does_not_reproduce_keeps_its_own(tmp_path, images, monkeypatch):
+    """The own forward re-implements the file from its weights and constants; a file whose TorchScript forward
+    computes something else (here: mirrored images) must keep that forward, with the measured disagreement in
+    forward_description, and give the file's own embeddings."""
+    monkeypatch.setattr(export, "ExportedEncoder", _MirroredEncoder)
+    path = tmp_path / "edited.pt"
+    export.export(path, config="test-tiny", random_init=True, seed=3, log=None)
+    monkeypatch.undo()
+    encoder = pr.Encoder(path, batch_size=2)
+    assert not encoder.uses_fused_attention, encoder.forward_description
+    assert "to the file's forward at load" in encoder.forward_description and "cosine" in encoder.forward_description
+    script = pr.Encoder(path, batch_size=2, fused_attention=False)
+    np.testing.assert_allclose(encoder.encode(images), script.encode(images), atol=1e-6)
