@@ -14,8 +14,16 @@ GFLOP/s (matmul FLOPs: 384 GFLOP per L14 336 px image) against this machine's sg
 measured here for both matmul libraries (OpenBLAS via torch.mm, oneDNN via
 mkldnn_linear). --blas also times our Encoder with onednn=False.
 
+--breakdown [--breakdown-layers 2]: first the per-operator breakdown of the forward
+(benchmarks/forward_breakdown.py: Linear layers, attention matmuls, softmax, RoPE,
+LayerNorm, GELU, copies) as time and as a multiple of the GEMM limit, for the eager
+reference, the TorchScript file with oneDNN Linear layers (before) and pe::Encoder's own
+forward (after); --breakdown-only stops there. Every run prints the CPU's vector ISA,
+the thread counts and the in-run sgemm rates. To see an AVX2-only machine on an AVX-512
+one: OPENBLAS_CORETYPE=Haswell ONEDNN_MAX_CPU_ISA=AVX2 PE_ENCODER_SIMD=avx2.
+
     flock /tmp/pe-bench.lock .venv/bin/python benchmarks/bench_encoder.py [--images 64] [--batch-size 8]
-        [--threads N] [--blas]
+        [--threads N] [--blas] [--breakdown [--breakdown-only]]
 """
 
 import argparse
@@ -32,7 +40,8 @@ from PIL import Image
 import perception_retrieval as pr
 from perception_retrieval import export, pe_core
 
-from bench_pe_core import forward_flops  # benchmarks/ is on sys.path when run as a script
+import forward_breakdown  # benchmarks/ is on sys.path when run as a script
+from bench_pe_core import forward_flops
 
 
 
@@ -77,6 +86,28 @@ def pil_preprocess(path, size=336):
     return (tensor - 0.5) / 0.5
 
 
+def run_breakdown(args, route):
+    sgemm = sgemm_gflops()
+    best = max(sgemm.values())
+    print("sgemm 2048^3, " + ", ".join(f"{lib} {rate:.1f} GFLOP/s" for lib, rate in sgemm.items())
+          + f"; the GEMM limit below uses the best, {best:.1f}")
+    modes = [("eager", "openblas"), ("script-onednn", "onednn")]
+    if hasattr(torch.ops, "pe") and _has_fused_attention():
+        modes.append(("native", route))
+    for mode, route in modes:
+        result = forward_breakdown.breakdown(args.config, args.batch_size, args.breakdown_layers, mode, best, route)
+        print(forward_breakdown.format_table(result, best))
+
+
+def _has_fused_attention():
+    try:
+        pr.cpu_features()  # loads the native module, which registers pe::rope_attention
+        torch.ops.pe.rope_attention
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--images", type=int, default=64)
@@ -84,11 +115,17 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--blas", action="store_true", help="also time our Encoder with onednn=False")
     parser.add_argument("--config", default="PE-Core-L14-336", help="model config (test-tiny for a smoke run)")
+    parser.add_argument("--breakdown", action="store_true", help="per-operator breakdown of the forward first")
+    parser.add_argument("--breakdown-only", action="store_true", help="the breakdown alone")
+    parser.add_argument("--breakdown-layers", type=int, default=2, help="blocks timed in the breakdown")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share the cores)")
     print(f"threads: torch intra-op {torch.get_num_threads()} (both pipelines), decode threads {args.threads}; "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; cores {os.cpu_count()}; torch {torch.__version__}; perception_retrieval {pr.__version__}")
+    print(f"CPU ISA: {pr.cpu_features()}; caps: " + ", ".join(
+        f"{name}={os.environ.get(name, 'unset')}" for name in ("OPENBLAS_CORETYPE", "ONEDNN_MAX_CPU_ISA",
+                                                              "PE_ENCODER_SIMD")))
 
     with tempfile.TemporaryDirectory() as folder:
         paths = write_photos(folder, args.images)
@@ -99,7 +136,11 @@ def main():
         gflop_per_image = forward_flops(eager.config, size, size) / 1e9
         encoder = pr.Encoder(model_path, batch_size=args.batch_size, threads=args.threads,
                              decode_threads=args.threads)
-        print(f"ours: Linear layers via {'oneDNN' if encoder.uses_onednn else 'BLAS'}")
+        print(f"ours: Linear layers via {'oneDNN' if encoder.uses_onednn else 'BLAS'}; {encoder.forward_description}")
+        if args.breakdown or args.breakdown_only:
+            run_breakdown(args, encoder.gemm_route if encoder.uses_fused_attention else "openblas")
+            if args.breakdown_only:
+                return
 
         # Decoding and preprocessing alone, best of 3 passes over the files.
         def best_of_3(fn):

@@ -42,6 +42,11 @@
 // calls overlap; float16 / bfloat16 convert the model's weights once at load. Encoding rethrows the decode errors of pe/image.hpp,
 // naming the input.
 //
+// Fused attention (EncoderOptions::fused_attention, on by default): on the CPU
+// in float32 the Encoder runs its own forward over a TorchScript file's weights,
+// with a fused RoPE attention kernel (the pe::rope_attention operator) and the
+// GEMM route that measured fastest at load; the file itself stays plain PyTorch.
+//
 // Thread safety: construction is not thread-safe with other constructions
 // when it changes process-wide settings (threads > 0, tune_allocator). After
 // that, every method is const and safe to call from several threads at once;
@@ -81,6 +86,18 @@ struct EncoderOptions {
   /// the top). Off by default: a library does not change its host's allocator
   /// unless asked.
   bool tune_allocator = false;
+  /// CPU, float32, TorchScript files of the export tool: run the Encoder's own
+  /// forward over the file's weights, with the fused RoPE attention kernel (AVX-512,
+  /// AVX2 or plain C++, chosen at run time) instead of the file's bmm / softmax /
+  /// bmm. Same arithmetic up to summation order. Files it does not recognise
+  /// (quantized ones, say) keep the TorchScript forward; forward_description() says
+  /// which runs and why. See docs/encoder_speed.md.
+  bool fused_attention = true;
+  /// GEMM route of the Linear layers on that forward: "auto" (each route timed at
+  /// load on the model's own MLP shapes, the fastest kept), "openblas" (LibTorch's
+  /// BLAS), "onednn", or "onednn-packed" (weights converted to oneDNN tensors once).
+  /// onednn = false means "openblas".
+  std::string gemm = "auto";
   int64_t max_pixels = image::kDefaultMaxPixels;  ///< PIL's bomb rule per image (image::DecodeOptions)
 };
 
@@ -151,6 +168,15 @@ class Encoder {
   /// Whether the forward pass runs its Linear layers through oneDNN (options().onednn
   /// asked for it, and the device, LibTorch and model file allow it).
   bool uses_onednn() const;
+  /// Whether the Encoder's own forward with the fused attention kernel runs (see
+  /// EncoderOptions::fused_attention).
+  bool uses_fused_attention() const;
+  /// The Linear layers' route: "openblas", "onednn" or "onednn-packed" on the
+  /// Encoder's own forward; "torchscript" / "torchscript-onednn" / "aoti" otherwise.
+  std::string gemm_route() const;
+  /// One line on the forward in use: the attention kernel, the GEMM route and the
+  /// rates measured at load, or why the TorchScript forward runs.
+  std::string forward_description() const;
 
   /// N image files -> N x D embeddings in input order. Throws
   /// std::runtime_error naming the first file that cannot be read.
@@ -198,6 +224,7 @@ class Encoder {
   std::unique_ptr<Model> model_;
   EncoderOptions options_;
   ModelInfo info_;
+  std::string native_note_;
 };
 
 }  // namespace pe

@@ -86,7 +86,8 @@ class EncodeResult(NamedTuple):
 # pe::EncoderOptions' defaults, defined once in C++ (include/pe/encoder.hpp).
 DEFAULTS = _core.encoder_defaults() if _native.HAS_ENCODER else {
     "device": "cpu", "dtype": "float32", "batch_size": 16, "threads": 0, "decode_threads": 0, "normalize": True,
-    "onednn": True, "tune_allocator": False, "max_pixels": DEFAULT_MAX_PIXELS}
+    "onednn": True, "tune_allocator": False, "fused_attention": True, "gemm": "auto",
+    "max_pixels": DEFAULT_MAX_PIXELS}
 
 
 class Encoder:
@@ -107,12 +108,19 @@ class Encoder:
                     BLAS has only AVX2; same fp32 math up to summation order)
     tune_allocator: let glibc keep freed memory for reuse (process-wide), which the oneDNN
                     path needs to be fast; off by default (include/pe/encoder.hpp)
+    fused_attention: on CPU in float32, run the Encoder's own forward over the file's weights
+                    with the fused RoPE attention kernel (``torch.ops.pe.rope_attention``);
+                    files it does not recognise keep their TorchScript forward
+                    (``forward_description`` says which runs; docs/encoder_speed.md)
+    gemm:           the Linear layers' route on that forward: "auto" (timed at load, the
+                    fastest kept), "openblas", "onednn" or "onednn-packed"
     """
 
     def __init__(self, model_path, device: str = DEFAULTS["device"], batch_size: int = DEFAULTS["batch_size"],
                  threads: int = DEFAULTS["threads"], decode_threads: int = DEFAULTS["decode_threads"],
                  normalize: bool = DEFAULTS["normalize"], dtype="float32", max_pixels: int = DEFAULTS["max_pixels"],
-                 onednn: bool = DEFAULTS["onednn"], tune_allocator: bool = DEFAULTS["tune_allocator"]):
+                 onednn: bool = DEFAULTS["onednn"], tune_allocator: bool = DEFAULTS["tune_allocator"],
+                 fused_attention: bool = DEFAULTS["fused_attention"], gemm: str = DEFAULTS["gemm"]):
         if not _native.HAS_ENCODER:
             raise ImportError("this perception_retrieval was built without the encoder (PE_BUILD_ENCODER=OFF); "
                               "install torch, then reinstall from the source tree: pip install "
@@ -124,7 +132,7 @@ class Encoder:
         self._encoder = _core.Encoder(self.model_path, device, dtype, _integer(batch_size, "batch_size"),
                                       _integer(threads, "threads"), _integer(decode_threads, "decode_threads"),
                                       bool(normalize), _integer(max_pixels, "max_pixels"), bool(onednn),
-                                      bool(tune_allocator))
+                                      bool(tune_allocator), bool(fused_attention), str(gemm))
 
     def encode(self, inputs: Sequence, on_error: str = "raise",
                progress: Optional[Callable[[int, int], None]] = None):
@@ -187,6 +195,23 @@ class Encoder:
     def uses_onednn(self) -> bool:
         """Whether the forward runs its Linear layers through oneDNN (see ``onednn``)."""
         return self._encoder.uses_onednn
+
+    @property
+    def uses_fused_attention(self) -> bool:
+        """Whether the Encoder's own forward with the fused attention kernel runs (see ``fused_attention``)."""
+        return self._encoder.uses_fused_attention
+
+    @property
+    def gemm_route(self) -> str:
+        """The Linear layers' route: "openblas", "onednn", "onednn-packed" (own forward), else
+        "torchscript", "torchscript-onednn" or "aoti"."""
+        return self._encoder.gemm_route
+
+    @property
+    def forward_description(self) -> str:
+        """The forward in use: attention kernel, GEMM route and the rates measured at load, or
+        why the file's TorchScript forward runs."""
+        return self._encoder.forward_description
 
     @property
     def dtype(self) -> str:

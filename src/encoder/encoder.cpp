@@ -28,6 +28,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <exception>
@@ -42,7 +43,11 @@
 #include <utility>
 #include <vector>
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include "common/log_plain.hpp"
+#include "encoder/attention.hpp"
+#include "encoder/forward.hpp"
 #include "common/parallel.hpp"
 #include "pe/error.hpp"
 
@@ -230,6 +235,10 @@ void check_options(const EncoderOptions& options) {
     invalid("decode_threads must be >= 0 (0 = all cores), got " + std::to_string(options.decode_threads));
   }
   if (options.max_pixels <= 0) invalid("max_pixels must be >= 1, got " + std::to_string(options.max_pixels));
+  if (options.gemm != "auto" && options.gemm != "openblas" && options.gemm != "onednn" &&
+      options.gemm != "onednn-packed") {
+    invalid("gemm \"" + options.gemm + "\" is not auto, openblas, onednn or onednn-packed");
+  }
 }
 
 }  // namespace
@@ -244,8 +253,29 @@ struct Encoder::Model {
   torch::Device device{torch::kCPU};
   torch::ScalarType dtype = torch::kFloat32;
   bool onednn = false;
+  // The Encoder's own forward over the file's weights, with the fused attention
+  // operator (see forward.hpp for why); null when the TorchScript forward runs.
+  std::unique_ptr<detail::NativeForward> native;
+
+  // The own forward must reproduce the file's embeddings to this cosine (the
+  // product's bound against the eager model) or it is not used.
+  static constexpr double kNativeAgreement = 0.999999;
+
+  // min over a probe image of cos(own forward, the file's TorchScript forward).
+  double native_agreement(int image_size) const {
+    torch::NoGradGuard no_grad;
+    // A generator of its own: the host's global RNG state is not the library's to move.
+    auto generator = at::detail::createCPUGenerator(/*seed_in=*/0);
+    const auto probe = at::randn({1, 3, image_size, image_size}, generator, torch::TensorOptions().dtype(torch::kFloat32));
+    auto module_handle = module;
+    const auto expected = module_handle.forward({probe}).toTensor().to(torch::kFloat64);
+    const auto ours = native->forward(probe).to(torch::kFloat64);
+    if (!ours.sizes().equals(expected.sizes())) return -1.0;
+    return torch::cosine_similarity(ours, expected, /*dim=*/1).min().item<double>();
+  }
 
   torch::Tensor run(const torch::Tensor& input) const {
+    if (native) return native->forward(input);
 #if PE_WITH_AOTI
     if (format == ModelFormat::kAoti) return aoti->run({input}).at(0);
 #endif
@@ -349,8 +379,48 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
     info_.model_format = "torchscript";
     model->module.eval();
     if (model->dtype != torch::kFloat32) model->module.to(model->dtype);
-    if (options_.onednn && model->device.is_cpu() && model->dtype == torch::kFloat32 && at::hasMKLDNN()) {
-      model->onednn = enable_onednn_linears(model->module);
+    detail::register_rope_attention();
+    std::string why_not = "fused_attention is off";
+    if (options_.fused_attention && model->device.is_cpu() && model->dtype == torch::kFloat32) {
+      model->native = detail::NativeForward::from_module(model->module, info_.image_size, &why_not);
+    } else if (!model->device.is_cpu() || model->dtype != torch::kFloat32) {
+      why_not = "the fused attention kernel is for float32 on the CPU";
+    }
+    if (model->native) {
+      // The GEMM route is measured here, on this machine, with this process's threads.
+      if (options_.threads > 0) torch::set_num_threads(options_.threads);
+      model->native->choose_gemm(options_.onednn ? options_.gemm : "openblas");
+      // The own forward re-implements the file's arithmetic from its weights, so it is
+      // only trusted once it gives the file's own embedding on this machine: one
+      // random image through both at load (a second forward's cost, paid once). A
+      // file whose forward differs (edited after export, a layout this code does not
+      // know) then keeps its TorchScript forward instead of silently changing results.
+      const double agreement = model->native_agreement(info_.image_size);
+      if (agreement >= Model::kNativeAgreement) {
+        model->onednn = model->native->route() != detail::GemmRoute::openblas;
+        char cosine[32];
+        std::snprintf(cosine, sizeof cosine, "%.7f", agreement);
+        native_note_ = "own forward, attention kernel " + model->native->attention_kernel() + ", GEMM route " +
+                       detail::gemm_route_name(model->native->route()) +
+                       (model->native->route_report().empty() ? "" : " (measured: " + model->native->route_report() + ")") +
+                       ", cosine " + cosine + " to the file's forward at load";
+      } else {
+        model->native.reset();
+        why_not = "the own forward's embedding had cosine " + std::to_string(agreement) +
+                  " to the file's forward at load, below " + std::to_string(Model::kNativeAgreement);
+        detail::log_warn("pe::Encoder: " + model_path + ": " + why_not + "; the TorchScript forward runs");
+      }
+    }
+    if (!model->native) {
+      native_note_ = "TorchScript forward (" + why_not + ")";
+      // A quantized file's Linear layers are its own: its in-place path needs the BLAS
+      // workspaces, which the oneDNN switch leaves empty (the forward then failed).
+      const bool quantized =
+          nlohmann::json::parse(info_.metadata_json).value("quantization", std::string("none")) != "none";
+      if (options_.onednn && !quantized && model->device.is_cpu() && model->dtype == torch::kFloat32 &&
+          at::hasMKLDNN()) {
+        model->onednn = enable_onednn_linears(model->module);
+      }
     }
   }
   // Process-wide settings change only when the caller asked (see encoder.hpp).
@@ -376,7 +446,8 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
                      " intra-op threads, Linear layers via " +
                      (model_->format == ModelFormat::kAoti ? "AOTInductor's kernels"
                       : model_->onednn                     ? "oneDNN"
-                                                           : "LibTorch's default (BLAS)"));
+                                                           : "LibTorch's default (BLAS)") +
+                     (native_note_.empty() ? "" : "; " + native_note_));
   }
 }
 
@@ -387,6 +458,13 @@ Encoder& Encoder::operator=(Encoder&&) noexcept = default;
 const ModelInfo& Encoder::info() const { return info_; }
 const EncoderOptions& Encoder::options() const { return options_; }
 bool Encoder::uses_onednn() const { return model_->onednn; }
+bool Encoder::uses_fused_attention() const { return model_->native != nullptr; }
+std::string Encoder::gemm_route() const {
+  if (model_->native) return detail::gemm_route_name(model_->native->route());
+  if (model_->format == ModelFormat::kAoti) return "aoti";
+  return model_->onednn ? "torchscript-onednn" : "torchscript";
+}
+std::string Encoder::forward_description() const { return native_note_; }
 
 void Encoder::preprocess_pixels(const PixelImage& image, float* out) const {
   if (image.rgb == nullptr || image.width <= 0 || image.height <= 0) {

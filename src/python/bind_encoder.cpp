@@ -152,13 +152,15 @@ void bind_encoder(py::module_& module) {
     out["normalize"] = defaults.normalize;
     out["onednn"] = defaults.onednn;
     out["tune_allocator"] = defaults.tune_allocator;
+    out["fused_attention"] = defaults.fused_attention;
+    out["gemm"] = defaults.gemm;
     out["max_pixels"] = defaults.max_pixels;
     return out;
   });
   py::class_<Encoder>(module, "Encoder", "pe::Encoder (see include/pe/encoder.hpp)")
       .def(py::init([](const std::string& model_path, const std::string& device, const py::handle& dtype,
                        int batch_size, int threads, int decode_threads, bool normalize, int64_t max_pixels,
-                       bool onednn, bool tune_allocator) {
+                       bool onednn, bool tune_allocator, bool fused_attention, const std::string& gemm) {
              EncoderOptions options;
              options.device = device;
              options.dtype = dtype_name(dtype, "dtype");
@@ -169,12 +171,14 @@ void bind_encoder(py::module_& module) {
              options.max_pixels = max_pixels;
              options.onednn = onednn;
              options.tune_allocator = tune_allocator;
+             options.fused_attention = fused_attention;
+             options.gemm = gemm;
              py::gil_scoped_release release;
              return std::make_unique<Encoder>(model_path, options);
            }),
            py::arg("model_path"), py::arg("device"), py::arg("dtype"), py::arg("batch_size"), py::arg("threads"),
            py::arg("decode_threads"), py::arg("normalize"), py::arg("max_pixels"), py::arg("onednn") = true,
-           py::arg("tune_allocator") = false)
+           py::arg("tune_allocator") = false, py::arg("fused_attention") = true, py::arg("gemm") = "auto")
       .def("encode", &encode, py::arg("inputs"), py::arg("on_error"), py::arg("progress"))
       .def(
           "preprocess",
@@ -223,6 +227,9 @@ void bind_encoder(py::module_& module) {
       .def_property_readonly("device", [](const Encoder& e) { return e.options().device; })
       .def_property_readonly("batch_size", [](const Encoder& e) { return e.options().batch_size; })
       .def_property_readonly("uses_onednn", &Encoder::uses_onednn)
+      .def_property_readonly("uses_fused_attention", &Encoder::uses_fused_attention)
+      .def_property_readonly("gemm_route", &Encoder::gemm_route)
+      .def_property_readonly("forward_description", &Encoder::forward_description)
       .def_property_readonly("dtype", [](const Encoder& encoder) { return encoder.options().dtype; });
 }
 

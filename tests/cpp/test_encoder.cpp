@@ -70,7 +70,9 @@ TEST_F(EncoderTest, OneDnnLinearsGiveTheBlasResults) {
   pe::EncoderOptions blas_options;
   blas_options.onednn = false;
   const pe::Encoder blas(tiny_model(), blas_options);
-  const pe::Encoder onednn(tiny_model());
+  pe::EncoderOptions onednn_options;
+  onednn_options.gemm = "onednn";  // "auto" keeps whichever route measures fastest at load
+  const pe::Encoder onednn(tiny_model(), onednn_options);
   EXPECT_FALSE(blas.uses_onednn());
 #if defined(__x86_64__)
   EXPECT_TRUE(onednn.uses_onednn());  // Debian's and the official x86-64 LibTorch have oneDNN (USE_MKLDNN)
@@ -80,6 +82,30 @@ TEST_F(EncoderTest, OneDnnLinearsGiveTheBlasResults) {
   const pe::Embeddings expected = blas.encode_pixels(images);
   const pe::Embeddings got = onednn.encode_pixels(images);
   EXPECT_LT((got - expected).cwiseAbs().maxCoeff(), 1e-5f);  // fp32 both; summation order differs
+}
+
+// The Encoder's own forward (fused attention, measured GEMM route) against the file's
+// TorchScript forward, the eager model's arithmetic.
+TEST_F(EncoderTest, FusedAttentionForwardGivesTheTorchScriptResults) {
+  pe::EncoderOptions script_options;
+  script_options.fused_attention = false;
+  script_options.onednn = false;
+  const pe::Encoder script(tiny_model(), script_options);
+  const pe::Encoder fused(tiny_model());
+  EXPECT_FALSE(script.uses_fused_attention());
+  ASSERT_TRUE(fused.uses_fused_attention()) << fused.forward_description();
+  EXPECT_NE(fused.forward_description().find("attention kernel"), std::string::npos);
+  // Checked against the file's own forward at load before it is used.
+  EXPECT_NE(fused.forward_description().find("to the file's forward at load"), std::string::npos)
+      << fused.forward_description();
+  const auto a = gradient(80, 60, 1), b = gradient(30, 90, 7), c = gradient(56, 56, 3);
+  const std::vector<pe::PixelImage> images{{a.data(), 80, 60}, {b.data(), 30, 90}, {c.data(), 56, 56}};
+  const pe::Embeddings expected = script.encode_pixels(images);
+  const pe::Embeddings got = fused.encode_pixels(images);
+  EXPECT_LT((got - expected).cwiseAbs().maxCoeff(), 2e-6f);  // fp32 both; summation order differs
+  pe::EncoderOptions bad;
+  bad.gemm = "mkl";
+  EXPECT_THROW(pe::Encoder(tiny_model(), bad), pe::InvalidArgumentError);
 }
 
 TEST_F(EncoderTest, SkipsBadFilesAndReportsThem) {

@@ -1,0 +1,37 @@
+#pragma once
+// pe::rope_attention: 2-D-RoPE multi-head self-attention in one fused CPU operator,
+// registered with the dispatcher (TORCH_LIBRARY(pe), attention_op.cpp) so that
+// Python code reaches it as torch.ops.pe.rope_attention once the package's native
+// module is loaded, and called directly by pe::Encoder's own forward (forward.cpp).
+//
+// qkv [B, N, 3 * W] float32 (the fused in-projection's output: q, k, v of head h at
+// columns h*D, W + h*D, 2W + h*D), cos_qk and sin_qk [N, 2, 1, D] (pe_core's RoPE
+// tables: index 0 for q, carrying the 1/sqrt(D) scale, 1 for k) -> [B, N, W], the
+// heads merged. Inference only: no autograd formula is registered.
+//
+// The kernel is chosen per call from the CPU (AVX-512, AVX2 + FMA, or plain C++),
+// capped by the environment variable PE_ENCODER_SIMD=scalar|avx2|avx512 (read once)
+// and by `simd`; a head size that is not a multiple of the vector width falls to the
+// next narrower kernel.
+//
+// Thread safety: safe to call concurrently; each call runs on LibTorch's intra-op
+// pool (at::parallel_for over images x heads).
+
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+namespace pe::detail {
+
+/// Writes the attention output into `out` ([B, N, W] float32, contiguous); checks
+/// every argument and throws c10::Error naming the one that is wrong.
+void rope_attention_out(const at::Tensor& qkv, const at::Tensor& cos_qk, const at::Tensor& sin_qk, int64_t heads,
+                        const std::string& simd, at::Tensor& out);
+
+/// The kernel rope_attention would use for head size `head_dim` ("avx512", "avx2" or "scalar").
+std::string rope_attention_kernel(int64_t head_dim, const std::string& simd = "best");
+
+/// Makes sure the operator is registered (the object file with TORCH_LIBRARY is linked).
+void register_rope_attention();
+
+}  // namespace pe::detail

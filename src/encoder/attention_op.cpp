@@ -1,0 +1,171 @@
+// The pe::rope_attention operator: argument checks, kernel choice, threads, and its
+// registration with the dispatcher (see attention.hpp and docs/encoder_speed.md).
+//
+// Why an operator that the exported files never call: TorchScript resolves every
+// operator a saved file names when the file is loaded, so a model that called
+// torch.ops.pe.rope_attention would fail to load in plain PyTorch (and in any
+// LibTorch without this library). The export tool therefore writes the plain
+// bmm/softmax model, and pe::Encoder swaps the fused kernel in at load time by
+// running its own forward over the file's weights (forward.cpp); Python reaches the
+// same kernel as torch.ops.pe.rope_attention for tests, benchmarks and its own use.
+
+#include "encoder/attention.hpp"
+
+#include <ATen/Functions.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/op_registration/op_registration.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cstdlib>
+#include <vector>
+
+#include "encoder/attention_kernels.hpp"
+
+namespace pe::detail {
+
+namespace {
+
+using attention::KernelSet;
+using attention::Simd;
+
+Simd detect_simd() {
+#if PE_X86_KERNELS
+  __builtin_cpu_init();
+  // libgcc's avx512f bit also checks that the OS saves the zmm state.
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+    return Simd::avx512;
+  }
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) return Simd::avx2;
+#endif
+  return Simd::scalar;
+}
+
+Simd parse_simd(const std::string& text, Simd otherwise) {
+  if (text == "scalar") return Simd::scalar;
+  if (text == "avx2") return Simd::avx2;
+  if (text == "avx512") return Simd::avx512;
+  return otherwise;
+}
+
+// What this CPU supports, capped by PE_ENCODER_SIMD (to see an older CPU's speed and
+// results on a newer one).
+Simd supported_simd() {
+  static const Simd level = [] {
+    Simd detected = detect_simd();
+    if (const char* cap = std::getenv("PE_ENCODER_SIMD")) {
+      const Simd wanted = parse_simd(cap, detected);
+      if (static_cast<int>(wanted) < static_cast<int>(detected)) detected = wanted;
+    }
+    return detected;
+  }();
+  return level;
+}
+
+const KernelSet& kernels_for(Simd simd) {
+#if PE_X86_KERNELS
+  if (simd == Simd::avx512) return attention::avx512_kernels();
+  if (simd == Simd::avx2) return attention::avx2_kernels();
+#endif
+  (void)simd;
+  return attention::scalar_kernels();
+}
+
+const KernelSet& choose(int64_t head_dim, const std::string& simd) {
+  TORCH_CHECK(simd == "best" || simd == "scalar" || simd == "avx2" || simd == "avx512",
+              "pe::rope_attention: simd must be best, avx512, avx2 or scalar, got \"", simd, "\"");
+  int level = static_cast<int>(supported_simd());
+  if (simd != "best") level = std::min(level, static_cast<int>(parse_simd(simd, Simd::scalar)));
+  for (; level > 0; --level) {
+    const KernelSet& set = kernels_for(static_cast<Simd>(level));
+    if (head_dim % set.vector_width == 0) return set;
+  }
+  return attention::scalar_kernels();
+}
+
+void check_arguments(const at::Tensor& qkv, const at::Tensor& cos_qk, const at::Tensor& sin_qk, int64_t heads) {
+  TORCH_CHECK(qkv.device().is_cpu() && qkv.scalar_type() == at::kFloat && qkv.dim() == 3,
+              "pe::rope_attention: qkv must be a float32 CPU tensor [B, N, 3 * width], got ", qkv.scalar_type(), " ",
+              qkv.device(), " of shape ", qkv.sizes());
+  TORCH_CHECK(heads > 0 && qkv.size(2) % (3 * heads) == 0,
+              "pe::rope_attention: the last dimension of qkv (", qkv.size(2), ") must be 3 * heads * head_dim for heads = ",
+              heads);
+  const int64_t head_dim = qkv.size(2) / (3 * heads);
+  TORCH_CHECK(head_dim % 2 == 0, "pe::rope_attention: head_dim ", head_dim, " must be even (RoPE rotates pairs)");
+  TORCH_CHECK(qkv.size(1) > 0 && qkv.size(1) < (1 << 24), "pe::rope_attention: ", qkv.size(1),
+              " tokens; must be between 1 and 2^24");
+  for (const at::Tensor* table : {&cos_qk, &sin_qk}) {
+    TORCH_CHECK(table->device().is_cpu() && table->scalar_type() == at::kFloat &&
+                    table->numel() == qkv.size(1) * 2 * head_dim && table->size(0) == qkv.size(1),
+                "pe::rope_attention: cos_qk and sin_qk must be float32 CPU tables [N, 2, 1, head_dim] = [",
+                qkv.size(1), ", 2, 1, ", head_dim, "], got ", table->scalar_type(), " of shape ", table->sizes());
+  }
+}
+
+at::Tensor rope_attention(const at::Tensor& qkv, const at::Tensor& cos_qk, const at::Tensor& sin_qk, int64_t heads,
+                          c10::string_view simd) {
+  check_arguments(qkv, cos_qk, sin_qk, heads);
+  at::Tensor out = at::empty({qkv.size(0), qkv.size(1), qkv.size(2) / 3}, qkv.options());
+  rope_attention_out(qkv, cos_qk, sin_qk, heads, std::string(simd), out);
+  return out;
+}
+
+std::string rope_attention_kernel_op(int64_t head_dim, c10::string_view simd) {
+  return rope_attention_kernel(head_dim, std::string(simd));
+}
+
+}  // namespace
+
+void rope_attention_out(const at::Tensor& qkv_in, const at::Tensor& cos_in, const at::Tensor& sin_in, int64_t heads,
+                        const std::string& simd, at::Tensor& out) {
+  check_arguments(qkv_in, cos_in, sin_in, heads);
+  const at::Tensor qkv = qkv_in.contiguous();
+  const at::Tensor cos = cos_in.contiguous();
+  const at::Tensor sin = sin_in.contiguous();
+  const int64_t batch = qkv.size(0), tokens = qkv.size(1), width = qkv.size(2) / 3, head_dim = width / heads;
+  TORCH_CHECK(out.is_contiguous() && out.scalar_type() == at::kFloat && out.numel() == batch * tokens * width,
+              "pe::rope_attention: out must be a contiguous float32 tensor of ", batch * tokens * width, " elements");
+  const KernelSet& kernels = choose(head_dim, simd);
+  const float* base = qkv.data_ptr<float>();
+  float* target = out.data_ptr<float>();
+  const size_t scratch_size = kernels.scratch_floats(static_cast<int>(tokens), static_cast<int>(head_dim));
+  // One task per image and head: 128 for 8 L14 images, plenty for the pool; each task's
+  // K, V and score block stay in the core's L2.
+  at::parallel_for(0, batch * heads, 1, [&](int64_t begin, int64_t end) {
+    std::vector<float> scratch(scratch_size);
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t b = task / heads, h = task % heads;
+      attention::HeadArgs args;
+      args.q = base + b * tokens * 3 * width + h * head_dim;
+      args.k = args.q + width;
+      args.v = args.q + 2 * width;
+      args.row_stride = 3 * width;
+      args.cos = cos.data_ptr<float>();
+      args.sin = sin.data_ptr<float>();
+      args.table_stride = 2 * head_dim;
+      args.tokens = static_cast<int>(tokens);
+      args.head_dim = static_cast<int>(head_dim);
+      args.out = target + b * tokens * width + h * head_dim;
+      args.out_stride = width;
+      kernels.attend_head(args, scratch.data());
+    }
+  });
+}
+
+std::string rope_attention_kernel(int64_t head_dim, const std::string& simd) {
+  TORCH_CHECK(head_dim > 0 && head_dim % 2 == 0, "pe::rope_attention_kernel: head_dim must be even and positive, got ",
+              head_dim);
+  return choose(head_dim, simd).name;
+}
+
+void register_rope_attention() {}  // referenced by the Encoder so that the linker keeps this file
+
+}  // namespace pe::detail
+
+TORCH_LIBRARY(pe, m) {
+  m.def("rope_attention(Tensor qkv, Tensor cos_qk, Tensor sin_qk, int heads, str simd=\"best\") -> Tensor");
+  // No tensor arguments, so no dispatch key: the kernel is given with the schema.
+  m.def("rope_attention_kernel(int head_dim, str simd=\"best\") -> str", &pe::detail::rope_attention_kernel_op);
+}
+
+TORCH_LIBRARY_IMPL(pe, CPU, m) { m.impl("rope_attention", &pe::detail::rope_attention); }

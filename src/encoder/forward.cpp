@@ -1,0 +1,336 @@
+// pe::Encoder's own CPU forward of a PE-Core TorchScript file (see forward.hpp).
+// The arithmetic is pe_core.PECoreVision's inference path, op for op, except that
+// attention runs through the fused kernel and the Linear layers through the chosen
+// GEMM route: the same float32 math up to summation order.
+
+#include "encoder/forward.hpp"
+
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <ATen/Parallel.h>
+
+#include <chrono>
+#include <cmath>
+#include <algorithm>
+#include <cstdio>
+#include <map>
+#include <utility>
+
+#include "encoder/attention.hpp"
+
+namespace pe::detail {
+
+const char* gemm_route_name(GemmRoute route) {
+  switch (route) {
+    case GemmRoute::onednn: return "onednn";
+    case GemmRoute::onednn_packed: return "onednn-packed";
+    default: return "openblas";
+  }
+}
+
+namespace {
+
+// Largest Linear output per micro-batch (floats), pe_core's DEFAULT_WORK_ELEMENTS: the
+// oneDNN routes return fresh outputs, and glibc maps blocks above 32 MiB from the OS and
+// unmaps them on free, so each call would page-fault them in again (about 3 ms per MiB
+// on the 2-core VMs; measured: a batch of 8 L14 images in one micro-batch ran its fc1 at
+// 80 GFLOP/s instead of 110). For L14 this gives micro-batches of 3 images, 1731 rows,
+// enough for the GEMMs' full speed.
+constexpr int64_t kMaxOutputFloats = 30 * 1024 * 1024 / 4;
+
+c10::optional<c10::IValue> constant(const torch::jit::Module& module, const std::string& name) {
+  return module.type()->findConstant(name);
+}
+
+}  // namespace
+
+// Buffers of one forward call for micro-batches of `rows` tokens (openblas route; the
+// oneDNN routes return fresh outputs). Reused across calls so that large buffers are
+// not mapped and page-faulted again each call.
+struct NativeForward::Workspace {
+  int64_t rows = 0;
+  at::Tensor qkv, merged, hidden;
+};
+
+NativeForward::~NativeForward() = default;
+
+std::unique_ptr<NativeForward> NativeForward::from_module(const torch::jit::Module& exported, int image_size,
+                                                          std::string* why_not) {
+  auto fail = [&](const std::string& reason) {
+    if (why_not) *why_not = reason;
+    return std::unique_ptr<NativeForward>();
+  };
+  if (!exported.hasattr("model")) return fail("no 'model' submodule (not an export tool file)");
+  const torch::jit::Module tower = exported.attr("model").toModule();
+  std::map<std::string, at::Tensor> params;
+  for (const auto& item : tower.named_parameters(/*recurse=*/true)) params[item.name] = item.value.detach();
+  auto param = [&](const std::string& name) -> at::Tensor {
+    auto found = params.find(name);
+    if (found == params.end() || found->second.scalar_type() != at::kFloat) return at::Tensor();
+    return found->second.contiguous();
+  };
+  std::unique_ptr<NativeForward> f(new NativeForward());
+  const auto patch = constant(tower, "patch_size");
+  const auto cls = constant(tower, "use_cls_token");
+  const auto pool_type = constant(tower, "pool_type");
+  const auto theta = constant(tower, "rope_theta");
+  const auto normalize = constant(exported, "normalize");
+  if (!patch || !cls || !pool_type || !theta || !normalize) return fail("the tower's constants are missing");
+  f->patch_ = patch->toInt();
+  f->cls_ = cls->toBool();
+  f->pool_type_ = pool_type->toStringRef();
+  f->normalize_ = normalize->toBool();
+  f->conv_w_ = param("conv1.weight");
+  f->pos_ = param("positional_embedding");
+  f->proj_ = param("proj");
+  f->ln_pre_w_ = param("ln_pre.weight");
+  f->ln_pre_b_ = param("ln_pre.bias");
+  f->ln_post_w_ = param("ln_post.weight");
+  f->ln_post_b_ = param("ln_post.bias");
+  if (f->cls_) f->cls_emb_ = param("class_embedding");
+  if (!f->conv_w_.defined() || !f->pos_.defined() || !f->proj_.defined() || !f->ln_pre_w_.defined() ||
+      !f->ln_post_w_.defined() || (f->cls_ && !f->cls_emb_.defined())) {
+    return fail("the tower's float32 parameters are missing");
+  }
+  f->width_ = f->conv_w_.size(0);
+  const int64_t grid = image_size / f->patch_;
+  f->tokens_ = grid * grid + (f->cls_ ? 1 : 0);
+  if (f->pos_.size(0) != f->tokens_) {
+    return fail("the positional embedding is for another grid than " + std::to_string(image_size) + " px");
+  }
+  auto linear_of = [&](const std::string& prefix, const std::string& weight, const std::string& bias) {
+    return Linear{param(prefix + weight), param(prefix + bias), at::Tensor()};
+  };
+  for (int64_t i = 0;; ++i) {
+    const std::string prefix = "transformer.resblocks." + std::to_string(i) + ".";
+    if (!params.count(prefix + "ln_1.weight")) break;
+    Block block;
+    block.ln1_w = param(prefix + "ln_1.weight");
+    block.ln1_b = param(prefix + "ln_1.bias");
+    block.ln2_w = param(prefix + "ln_2.weight");
+    block.ln2_b = param(prefix + "ln_2.bias");
+    block.qkv = linear_of(prefix + "attn.", "in_proj_weight", "in_proj_bias");
+    block.out_proj = linear_of(prefix + "attn.out_proj.", "weight", "bias");
+    block.fc1 = linear_of(prefix + "mlp.c_fc.", "weight", "bias");
+    block.fc2 = linear_of(prefix + "mlp.c_proj.", "weight", "bias");
+    for (const Linear* layer : {&block.qkv, &block.out_proj, &block.fc1, &block.fc2}) {
+      if (!layer->weight.defined() || !layer->bias.defined()) {
+        return fail("block " + std::to_string(i) + " has no float32 Linear weights (a quantized model?)");
+      }
+    }
+    f->blocks_.push_back(std::move(block));
+  }
+  if (f->blocks_.empty()) return fail("no transformer blocks");
+  const torch::jit::Module attn =
+      tower.attr("transformer").toModule().attr("resblocks").toModule().attr("0").toModule().attr("attn").toModule();
+  const auto heads = constant(attn, "heads");
+  const auto eps = constant(tower.attr("ln_pre").toModule(), "eps");
+  if (!heads || !eps) return fail("the attention's head count or LayerNorm eps is missing");
+  f->heads_ = heads->toInt();
+  f->eps_ = eps->toDouble();
+  f->mlp_ = f->blocks_[0].fc1.weight.size(0);
+  const int64_t head_dim = f->width_ / f->heads_;
+  if (f->pool_type_ == "attn") {
+    f->probe_ = param("attn_pool.probe");
+    f->pool_in_w_ = param("attn_pool.attn.in_proj_weight");
+    f->pool_in_b_ = param("attn_pool.attn.in_proj_bias");
+    f->pool_out_ = linear_of("attn_pool.attn.out_proj.", "weight", "bias");
+    f->pool_ln_w_ = param("attn_pool.layernorm.weight");
+    f->pool_ln_b_ = param("attn_pool.layernorm.bias");
+    f->pool_fc1_ = linear_of("attn_pool.mlp.c_fc.", "weight", "bias");
+    f->pool_fc2_ = linear_of("attn_pool.mlp.c_proj.", "weight", "bias");
+    const auto pool_heads = constant(tower.attr("attn_pool").toModule().attr("attn").toModule(), "heads");
+    if (!f->probe_.defined() || !f->pool_in_w_.defined() || !f->pool_out_.weight.defined() ||
+        !f->pool_fc1_.weight.defined() || !f->pool_fc2_.weight.defined() || !pool_heads) {
+      return fail("the attention pooling's float32 parameters are missing");
+    }
+    f->pool_heads_ = pool_heads->toInt();
+  }
+  // RoPE tables exactly as pe_core._rope_tables builds them (q scaled by 1/sqrt(head_dim)).
+  {
+    const auto opts = at::TensorOptions().dtype(at::kFloat);
+    const int64_t axis = head_dim / 2;
+    auto freqs = 1.0 / at::pow(theta->toDouble(), at::arange(0, axis, 2, opts) / static_cast<double>(axis));
+    freqs = freqs.repeat_interleave(2);
+    const double offset = f->cls_ ? 1.0 : 0.0;
+    auto pos = at::arange(grid, opts) + offset;
+    auto x_angles = (pos.unsqueeze(1) * freqs.unsqueeze(0)).unsqueeze(0).expand({grid, grid, freqs.numel()});
+    auto y_angles = (pos.unsqueeze(1) * freqs.unsqueeze(0)).unsqueeze(1).expand({grid, grid, freqs.numel()});
+    auto angles = at::cat({x_angles, y_angles}, -1).reshape({grid * grid, 2 * freqs.numel()});
+    if (f->cls_) angles = at::cat({at::zeros({1, angles.size(1)}, opts), angles}, 0);
+    auto sign = at::tensor({-1.0f, 1.0f}).repeat({head_dim / 2});
+    auto cos = angles.cos();
+    auto sin = angles.sin() * sign;
+    auto scale = at::tensor({static_cast<float>(std::pow(static_cast<double>(head_dim), -0.5)), 1.0f}).view({1, 2, 1, 1});
+    f->cos_qk_ = (cos.view({-1, 1, 1, head_dim}) * scale).contiguous();
+    f->sin_qk_ = (sin.view({-1, 1, 1, head_dim}) * scale).contiguous();
+  }
+  f->micro_batch_ = std::max<int64_t>(1, kMaxOutputFloats / (f->tokens_ * std::max(3 * f->width_, f->mlp_)));
+  f->attention_kernel_ = rope_attention_kernel(head_dim);
+  return f;
+}
+
+at::Tensor NativeForward::linear(const Linear& layer, const at::Tensor& x, at::Tensor* out, GemmRoute route) const {
+  if (route == GemmRoute::openblas) {
+    if (out) return at::addmm_out(*out, layer.bias, x, layer.weight.t());
+    return at::addmm(layer.bias, x, layer.weight.t());
+  }
+  const at::Tensor& weight = route == GemmRoute::onednn_packed && layer.packed.defined() ? layer.packed : layer.weight;
+  return at::mkldnn_linear(x.to_mkldnn(), weight, layer.bias).to_dense();
+}
+
+void NativeForward::add_linear(at::Tensor& residual, const Linear& layer, const at::Tensor& x, GemmRoute route) const {
+  if (route == GemmRoute::openblas) {
+    residual.addmm_(x, layer.weight.t());
+    residual.add_(layer.bias);
+  } else {
+    residual.add_(linear(layer, x, nullptr, route));
+  }
+}
+
+double NativeForward::time_route(GemmRoute route) const {
+  // The model's own first MLP layer on a full micro-batch (the shape the forward runs;
+  // one image's 577 rows ranked the routes differently), with the output handling of
+  // the forward: a reused buffer for openblas, fresh outputs for oneDNN.
+  const Block& block = blocks_[0];
+  const int64_t rows = micro_batch_ * tokens_;
+  const at::Tensor x = at::randn({rows, width_});
+  at::Tensor hidden = at::empty({rows, mlp_});
+  double best = 1e30;
+  for (int repeat = 0; repeat < 2; ++repeat) {  // the first is a warm-up
+    const auto start = std::chrono::steady_clock::now();
+    linear(block.fc1, x, route == GemmRoute::openblas ? &hidden : nullptr, route);
+    const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    if (repeat > 0) best = std::min(best, seconds);
+  }
+  return best;
+}
+
+void NativeForward::choose_gemm(const std::string& gemm) {
+  std::vector<GemmRoute> candidates;
+  if (gemm == "openblas" || !at::hasMKLDNN()) {
+    candidates = {GemmRoute::openblas};
+  } else if (gemm == "onednn") {
+    candidates = {GemmRoute::onednn};
+  } else if (gemm == "onednn-packed") {
+    candidates = {GemmRoute::onednn_packed};
+  } else {
+    candidates = {GemmRoute::openblas, GemmRoute::onednn, GemmRoute::onednn_packed};
+  }
+  const bool packed = std::find(candidates.begin(), candidates.end(), GemmRoute::onednn_packed) != candidates.end();
+  auto pack = [](Linear& layer) { layer.packed = layer.weight.to_mkldnn(); };
+  if (packed) {
+    for (Block& block : blocks_) {
+      for (Linear* layer : {&block.qkv, &block.out_proj, &block.fc1, &block.fc2}) pack(*layer);
+    }
+  }
+  route_ = candidates.front();
+  route_report_.clear();
+  if (candidates.size() > 1) {
+    at::NoGradGuard no_grad;
+    const double flops = 2.0 * static_cast<double>(micro_batch_ * tokens_) * width_ * mlp_;
+    // Two rounds, each route's best kept: the first call of a library starts its threads
+    // and maps its buffers, and a shared machine's noise hits every route alike.
+    std::vector<double> times(candidates.size(), 1e30);
+    for (int round = 0; round < 2; ++round) {
+      for (size_t i = 0; i < candidates.size(); ++i) times[i] = std::min(times[i], time_route(candidates[i]));
+    }
+    double best = 1e30;
+    for (size_t i = 0; i < candidates.size(); ++i) {
+      const GemmRoute route = candidates[i];
+      const double seconds = times[i];
+      char line[96];
+      std::snprintf(line, sizeof line, "%s%s %.1f GFLOP/s", route_report_.empty() ? "" : ", ", gemm_route_name(route),
+                    flops / seconds / 1e9);
+      route_report_ += line;
+      if (seconds < best) best = seconds, route_ = route;
+    }
+  }
+  if (route_ != GemmRoute::onednn_packed) {  // the packed copies would double the weights' memory
+    for (Block& block : blocks_) {
+      for (Linear* layer : {&block.qkv, &block.out_proj, &block.fc1, &block.fc2}) layer->packed = at::Tensor();
+    }
+  }
+}
+
+std::unique_ptr<NativeForward::Workspace> NativeForward::acquire(int64_t rows) const {
+  {
+    std::lock_guard<std::mutex> lock(pool_mutex_);
+    for (auto it = free_workspaces_.begin(); it != free_workspaces_.end(); ++it) {
+      if ((*it)->rows == rows) {
+        auto workspace = std::move(*it);
+        free_workspaces_.erase(it);
+        return workspace;
+      }
+    }
+  }
+  auto workspace = std::make_unique<Workspace>();
+  workspace->rows = rows;
+  workspace->qkv = at::empty({rows, 3 * width_});
+  workspace->merged = at::empty({rows, width_});
+  workspace->hidden = at::empty({rows, mlp_});
+  return workspace;
+}
+
+void NativeForward::release(std::unique_ptr<Workspace> workspace) const {
+  std::lock_guard<std::mutex> lock(pool_mutex_);
+  // A few shapes at most (the batch size and a last, partial batch); more are dropped.
+  if (free_workspaces_.size() < 4) free_workspaces_.push_back(std::move(workspace));
+}
+
+at::Tensor NativeForward::forward(const at::Tensor& images) const {
+  at::NoGradGuard no_grad;
+  const int64_t batch = images.size(0);
+  // The fewest, most even micro-batches (pe_core._balanced_chunk): 8 -> 3, 3, 2.
+  const int64_t chunks = (batch + micro_batch_ - 1) / micro_batch_;
+  const int64_t micro = (batch + chunks - 1) / chunks;
+  std::vector<at::Tensor> outputs;
+  for (int64_t first = 0; first < batch; first += micro) {
+    const int64_t count = std::min(micro, batch - first);
+    const int64_t rows = count * tokens_;
+    auto workspace = acquire(rows);
+    // Patch embedding, CLS, positional embedding, ln_pre (PECoreVision._tokens).
+    at::Tensor x = at::conv2d(images.narrow(0, first, count), conv_w_, {}, {patch_, patch_});
+    x = x.flatten(2).transpose(1, 2);
+    if (cls_) x = at::cat({cls_emb_.view({1, 1, -1}).expand({count, 1, width_}), x}, 1);
+    x = at::layer_norm(x + pos_, {width_}, ln_pre_w_, ln_pre_b_, eps_).contiguous();
+    at::Tensor x2d = x.view({rows, width_});
+    at::Tensor merged3d = workspace->merged.view({count, tokens_, width_});
+    for (const Block& block : blocks_) {
+      at::Tensor h = at::layer_norm(x2d, {width_}, block.ln1_w, block.ln1_b, eps_);
+      at::Tensor qkv = linear(block.qkv, h, &workspace->qkv, route_);
+      rope_attention_out(qkv.view({count, tokens_, 3 * width_}), cos_qk_, sin_qk_, heads_, "best", merged3d);
+      add_linear(x2d, block.out_proj, workspace->merged, route_);
+      h = at::layer_norm(x2d, {width_}, block.ln2_w, block.ln2_b, eps_);
+      at::Tensor hidden = linear(block.fc1, h, &workspace->hidden, route_);
+      at::gelu_(hidden);
+      add_linear(x2d, block.fc2, hidden, route_);
+    }
+    release(std::move(workspace));
+    x = at::layer_norm(x, {width_}, ln_post_w_, ln_post_b_, eps_);
+    if (pool_type_ == "attn") {
+      // PoolAttention.forward: the probe's query against every token, then x + mlp(layernorm(x)).
+      const int64_t head_dim = width_ / pool_heads_;
+      at::Tensor q = at::linear(probe_.view({-1}), pool_in_w_.narrow(0, 0, width_), pool_in_b_.narrow(0, 0, width_));
+      q = (q * std::pow(static_cast<double>(head_dim), -0.5)).view({pool_heads_, head_dim});
+      at::Tensor kv = at::linear(x, pool_in_w_.narrow(0, width_, 2 * width_), pool_in_b_.narrow(0, width_, 2 * width_));
+      kv = kv.view({count, tokens_, 2, pool_heads_, head_dim});
+      at::Tensor probs = (kv.select(2, 0) * q).sum(-1).softmax(1);
+      at::Tensor pooled = (probs.unsqueeze(-1) * kv.select(2, 1)).sum(1).reshape({count, width_});
+      pooled = at::linear(pooled, pool_out_.weight, pool_out_.bias);
+      at::Tensor hidden = at::gelu(at::linear(at::layer_norm(pooled, {width_}, pool_ln_w_, pool_ln_b_, eps_),
+                                              pool_fc1_.weight, pool_fc1_.bias));
+      x = pooled + at::linear(hidden, pool_fc2_.weight, pool_fc2_.bias);
+    } else if (pool_type_ == "tok") {
+      x = x.select(1, 0);
+    } else {
+      x = x.mean(1);
+    }
+    outputs.push_back(at::matmul(x, proj_));
+  }
+  at::Tensor out = outputs.size() == 1 ? outputs[0] : at::cat(outputs, 0);
+  if (normalize_) out = out / out.norm(2, 1, true).clamp_min(1e-12);
+  return out;
+}
+
+}  // namespace pe::detail

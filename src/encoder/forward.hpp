@@ -1,0 +1,81 @@
+#pragma once
+// pe::Encoder's own CPU forward of a PE-Core TorchScript file (float32): the file's
+// weights, run by C++ with the fused pe::rope_attention kernel and a GEMM route
+// chosen by measurement at load. Internal to src/encoder (includes torch).
+//
+// Why the Encoder runs its own forward rather than the file's TorchScript: the file
+// must load and run in plain PyTorch, so it cannot name the fused operator (see
+// attention_op.cpp); taking the weights and running the same arithmetic here swaps
+// the operator in at load without changing the file. Files it does not recognise
+// (quantized layers, other layouts, a positional embedding of another grid) keep
+// the TorchScript forward (from_module says why).
+//
+// Thread safety: forward() is const and safe to call concurrently (per-call buffers
+// come from a locked pool); construction and choose_gemm are not.
+
+#include <torch/script.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace pe::detail {
+
+enum class GemmRoute { openblas, onednn, onednn_packed };
+const char* gemm_route_name(GemmRoute route);
+
+class NativeForward {
+ public:
+  /// The forward of `exported` (a module from perception_retrieval.export) for images
+  /// of `image_size` pixels, or nullptr with the reason in `why_not`.
+  static std::unique_ptr<NativeForward> from_module(const torch::jit::Module& exported, int image_size,
+                                                    std::string* why_not);
+  ~NativeForward();
+
+  /// gemm: "auto" (time each route available on this machine on the model's own MLP
+  /// shapes and keep the fastest), "openblas", "onednn" or "onednn-packed".
+  void choose_gemm(const std::string& gemm);
+  GemmRoute route() const { return route_; }
+  /// What the measurement saw, e.g. "openblas 92 GFLOP/s, onednn 131 GFLOP/s, ...".
+  const std::string& route_report() const { return route_report_; }
+  /// The attention kernel in use ("avx512", "avx2" or "scalar").
+  const std::string& attention_kernel() const { return attention_kernel_; }
+
+  /// images [B, 3, S, S] float32 -> [B, D], L2-normalised when the file normalises.
+  at::Tensor forward(const at::Tensor& images) const;
+
+ private:
+  struct Linear {
+    at::Tensor weight, bias, packed;  // packed: weight as a oneDNN tensor (onednn-packed)
+  };
+  struct Block {
+    at::Tensor ln1_w, ln1_b, ln2_w, ln2_b;
+    Linear qkv, out_proj, fc1, fc2;
+  };
+  struct Workspace;
+
+  NativeForward() = default;
+  at::Tensor linear(const Linear& layer, const at::Tensor& x, at::Tensor* out, GemmRoute route) const;
+  void add_linear(at::Tensor& residual, const Linear& layer, const at::Tensor& x, GemmRoute route) const;
+  double time_route(GemmRoute route) const;
+  std::unique_ptr<Workspace> acquire(int64_t rows) const;
+  void release(std::unique_ptr<Workspace> workspace) const;
+
+  int64_t width_ = 0, heads_ = 0, pool_heads_ = 0, patch_ = 0, tokens_ = 0, mlp_ = 0, micro_batch_ = 1;
+  double eps_ = 1e-5;
+  bool cls_ = true, normalize_ = true;
+  std::string pool_type_ = "attn";
+  at::Tensor conv_w_, cls_emb_, pos_, proj_, ln_pre_w_, ln_pre_b_, ln_post_w_, ln_post_b_;
+  at::Tensor cos_qk_, sin_qk_;
+  std::vector<Block> blocks_;
+  // Attention pooling (pool_type "attn").
+  at::Tensor probe_, pool_in_w_, pool_in_b_, pool_ln_w_, pool_ln_b_;
+  Linear pool_out_, pool_fc1_, pool_fc2_;
+  GemmRoute route_ = GemmRoute::openblas;
+  std::string route_report_, attention_kernel_;
+  mutable std::mutex pool_mutex_;
+  mutable std::vector<std::unique_ptr<Workspace>> free_workspaces_;
+};
+
+}  // namespace pe::detail

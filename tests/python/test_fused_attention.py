@@ -1,0 +1,214 @@
+"""The fused RoPE attention operator (torch.ops.pe.rope_attention, src/encoder/attention_op.cpp)
+against an independent float64 reference, on every kernel this CPU has, and pe::Encoder's
+own forward (which uses it) against the eager model."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import torch
+
+import perception_retrieval as pr
+from perception_retrieval import export, pe_core
+
+pr.cpu_features()  # loads the native module, which registers the pe:: operators
+
+
+def naive_attention(qkv, cos_qk, sin_qk, heads):
+    """Float64, straight from docs/model.md: rotate adjacent pairs of q and k
+    (out[2i] = t[2i] cos - t[2i+1] sin, out[2i+1] = t[2i+1] cos + t[2i] sin, with the
+    tables' signed sin and q's 1/sqrt(D) scale), softmax(q k^T) v per head."""
+    batch, tokens, width3 = qkv.shape
+    width = width3 // 3
+    dim = width // heads
+    q, k, v = qkv.double().view(batch, tokens, 3, heads, dim).unbind(2)
+    cos, sin = cos_qk.double().view(tokens, 2, dim), sin_qk.double().view(tokens, 2, dim)
+
+    def rotate(t, which):
+        out = torch.empty_like(t)
+        c, s = cos[:, which][None, :, None, :], sin[:, which][None, :, None, :]
+        out[..., 0::2] = t[..., 0::2] * c[..., 0::2] + t[..., 1::2] * s[..., 0::2]
+        out[..., 1::2] = t[..., 1::2] * c[..., 1::2] + t[..., 0::2] * s[..., 1::2]
+        return out
+
+    scores = torch.einsum("bnhd,bmhd->bhnm", rotate(q, 0), rotate(k, 1))
+    return torch.einsum("bhnm,bmhd->bnhd", scores.softmax(-1), v).reshape(batch, tokens, width)
+
+
+def tables(grid, dim, cls=True):
+    return pe_core._rope_tables(grid, grid, dim, cls, 10000.0, dim ** -0.5, torch.device("cpu"))
+
+
+KERNELS = ["scalar", "avx2", "avx512"]
+
+
+@pytest.mark.parametrize("grid, heads, dim, batch, cls", [
+    (2, 4, 16, 2, True),     # test-tiny's heads
+    (24, 16, 64, 1, True),   # L14-336: 577 tokens
+    (3, 2, 24, 2, False),    # head size not a multiple of 16: AVX-512 falls back to AVX2
+    (5, 3, 96, 1, True),     # G14's head size
+    (7, 2, 64, 3, False),    # 49 tokens: partial row groups and column tiles
+])
+@pytest.mark.parametrize("simd", KERNELS)
+def test_matches_naive_float64_attention(grid, heads, dim, batch, cls, simd):
+    tokens = grid * grid + int(cls)
+    cos_qk, sin_qk = tables(grid, dim, cls)
+    generator = torch.Generator().manual_seed(grid * 100 + dim)
+    qkv = torch.randn(batch, tokens, 3 * heads * dim, generator=generator)  # scores of a few units, as in the model
+    out = torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, heads, simd)
+    reference = naive_attention(qkv, cos_qk, sin_qk, heads)
+    assert out.shape == (batch, tokens, heads * dim) and out.dtype == torch.float32
+    np.testing.assert_allclose(out.double().numpy(), reference.numpy(), rtol=0, atol=3e-6)
+    kernel = torch.ops.pe.rope_attention_kernel(dim, simd)
+    assert kernel in KERNELS and KERNELS.index(kernel) <= KERNELS.index(simd)
+
+
+def test_matches_the_models_own_attention():
+    """Same result as pe_core's bmm / softmax path (the eager model's arithmetic)."""
+    model = pe_core.build("test-tiny", seed=1)
+    attn = model.transformer.resblocks[0].attn
+    cfg = model.config
+    cos_qk, sin_qk = tables(cfg.grid_size, cfg.head_dim)
+    x = torch.randn(3, cfg.num_tokens, cfg.width, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        expected = attn(x, cos_qk, sin_qk, 1 << 30)
+        qkv = torch.nn.functional.linear(x, attn.in_proj_weight, attn.in_proj_bias)
+        ours = attn.out_proj(torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, cfg.heads))
+    np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=0, atol=1e-6)
+
+
+def test_softmax_is_stable_for_large_scores():
+    cos_qk, sin_qk = tables(3, 16)
+    qkv = torch.randn(1, 10, 3 * 32, generator=torch.Generator().manual_seed(5)) * 60.0  # scores in the thousands
+    out = torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, 2)
+    assert torch.isfinite(out).all()
+    np.testing.assert_allclose(out.double().numpy(), naive_attention(qkv, cos_qk, sin_qk, 2).numpy(), atol=1e-4)
+
+
+def test_bad_arguments_name_the_problem():
+    cos_qk, sin_qk = tables(2, 16)
+    qkv = torch.randn(1, 5, 3 * 64)
+    with pytest.raises(RuntimeError, match="float32 CPU tensor"):
+        torch.ops.pe.rope_attention(qkv.double(), cos_qk, sin_qk, 4)
+    with pytest.raises(RuntimeError, match="3 \\* heads \\* head_dim"):
+        torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, 5)
+    with pytest.raises(RuntimeError, match="cos_qk and sin_qk"):
+        torch.ops.pe.rope_attention(qkv, cos_qk[:4], sin_qk, 4)
+    with pytest.raises(RuntimeError, match="simd must be"):
+        torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, 4, "sse")
+
+
+def test_environment_caps_the_kernel():
+    code = textwrap.dedent("""
+        import torch, perception_retrieval as pr
+        pr.cpu_features()
+        print(torch.ops.pe.rope_attention_kernel(64))
+    """)
+    env = dict(os.environ, PE_ENCODER_SIMD="scalar")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "scalar"
+
+
+# --------------------------------------------------------------------------------------
+# pe::Encoder's own forward
+
+
+@pytest.fixture(scope="module")
+def images():
+    rng = np.random.default_rng(7)
+    return [rng.integers(0, 256, (h, w, 3), dtype=np.uint8) for h, w in [(60, 80), (56, 56), (90, 41), (30, 70),
+                                                                          (64, 64)]]
+
+
+def eager_reference(model, encoder, images):
+    batch = torch.from_numpy(np.stack([encoder.preprocess(image) for image in images]))
+    with torch.no_grad():
+        return torch.nn.functional.normalize(model(batch), dim=1).numpy()
+
+
+@pytest.mark.parametrize("config", ["test-tiny", "test-tiny-nocls"])
+@pytest.mark.parametrize("gemm", ["auto", "openblas", "onednn", "onednn-packed"])
+def test_encoder_own_forward_matches_eager(tmp_path, images, config, gemm):
+    path = tmp_path / "model.pt"
+    export.export(path, config=config, random_init=True, seed=3, log=None)
+    encoder = pr.Encoder(path, batch_size=2, gemm=gemm)
+    assert encoder.uses_fused_attention, encoder.forward_description
+    if gemm != "auto" and torch.backends.mkldnn.is_available():
+        assert encoder.gemm_route == gemm
+    assert encoder.gemm_route in ("openblas", "onednn", "onednn-packed")
+    reference = eager_reference(pe_core.build(config, seed=3), encoder, images)
+    cosine = (encoder.encode(images) * reference).sum(axis=1)
+    assert cosine.min() >= 0.999999, cosine
+    off = pr.Encoder(path, batch_size=2, fused_attention=False)
+    assert not off.uses_fused_attention and "fused_attention is off" in off.forward_description
+    np.testing.assert_allclose(off.encode(images), encoder.encode(images), atol=2e-6)
+
+
+def test_quantized_files_keep_their_torchscript_forward(tmp_path, images):
+    path = tmp_path / "int8.pt"
+    export.export(path, config="test-tiny", random_init=True, seed=3, quantize="dynamic_int8", log=None)
+    encoder = pr.Encoder(path)
+    assert not encoder.uses_fused_attention
+    assert "quantized" in encoder.forward_description
+    assert encoder.encode(images).shape == (len(images), 32)
+
+
+def test_exported_file_runs_in_plain_pytorch(tmp_path, images):
+    """The file never names a pe:: operator: a process without perception_retrieval loads it."""
+    path = tmp_path / "model.pt"
+    export.export(path, config="test-tiny", random_init=True, seed=3, log=None)
+    code = textwrap.dedent(f"""
+        import sys, torch
+        module = torch.jit.load({str(path)!r})
+        out = module(torch.zeros(2, 3, 56, 56))
+        assert "perception_retrieval" not in sys.modules
+        print(tuple(out.shape))
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "(2, 32)"
+
+
+def test_bad_gemm_option(tmp_path):
+    path = tmp_path / "model.pt"
+    export.export(path, config="test-tiny", random_init=True, seed=3, log=None)
+    with pytest.raises(ValueError, match="gemm \"mkl\" is not auto, openblas, onednn or onednn-packed"):
+        pr.Encoder(path, gemm="mkl")
+
+
+@pytest.mark.slow
+def test_l14_own_forward_matches_eager(tmp_path):
+    path = tmp_path / "l14.pt"
+    export.export(path, config="PE-Core-L14-336", random_init=True, seed=0, verify=False, log=None)
+    encoder = pr.Encoder(path, batch_size=2, threads=pr.usable_cpu_count())
+    assert encoder.uses_fused_attention, encoder.forward_description
+    rng = np.random.default_rng(1)
+    images = [rng.integers(0, 256, (336, 336, 3), dtype=np.uint8), rng.integers(0, 256, (400, 300, 3), dtype=np.uint8)]
+    reference = eager_reference(pe_core.build("PE-Core-L14-336", seed=0), encoder, images)
+    cosine = (encoder.encode(images) * reference).sum(axis=1)
+    assert cosine.min() >= 0.999999, cosine
+
+
+class _MirroredEncoder(export.ExportedEncoder):
+    """An exported file whose forward does more than the tower: it mirrors the images first."""
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.nn.functional.normalize(self.model(images.flip(-1)), p=2.0, dim=1)
+
+
+def test_a_file_whose_forward_the_own_forward_does_not_reproduce_keeps_its_own(tmp_path, images, monkeypatch):
+    """The own forward re-implements the file from its weights and constants; a file whose TorchScript forward
+    computes something else (here: mirrored images) must keep that forward, with the measured disagreement in
+    forward_description, and give the file's own embeddings."""
+    monkeypatch.setattr(export, "ExportedEncoder", _MirroredEncoder)
+    path = tmp_path / "edited.pt"
+    export.export(path, config="test-tiny", random_init=True, seed=3, log=None)
+    monkeypatch.undo()
+    encoder = pr.Encoder(path, batch_size=2)
+    assert not encoder.uses_fused_attention, encoder.forward_description
+    assert "to the file's forward at load" in encoder.forward_description and "cosine" in encoder.forward_description
+    script = pr.Encoder(path, batch_size=2, fused_attention=False)
+    np.testing.assert_allclose(encoder.encode(images), script.encode(images), atol=1e-6)
