@@ -19,27 +19,14 @@ import sys
 import tempfile
 import time
 
-import numpy as np
 import torch
-from PIL import Image
 
 import perception_retrieval as pr
 from perception_retrieval import export
 
+from bench_encoder import write_photos  # benchmarks/ is on sys.path when run as a script
+
 BOUNDS = {"float32": 0.99999, "float16": 0.999, "bfloat16": 0.99}
-
-
-def write_photos(folder, count, seed=0):
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:600, 0:800]
-    paths = []
-    for i in range(count):
-        base = np.stack([(x // (i % 7 + 2)) % 256, (y // 3 + i * 9) % 256, ((x + y) // 5) % 256], axis=-1)
-        pixels = np.clip(base + rng.integers(-30, 30, base.shape), 0, 255).astype(np.uint8)
-        path = os.path.join(folder, f"photo{i:03d}.jpg")
-        Image.fromarray(pixels).save(path, quality=90)
-        paths.append(path)
-    return paths
 
 
 def rate(encoder, paths):
