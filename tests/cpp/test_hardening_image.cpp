@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "pe/image.hpp"
+#include "image_bytes.hpp"
 
 #if defined(__SANITIZE_ADDRESS__)
 #define PE_TEST_ASAN 1
@@ -43,7 +44,7 @@ extern "C" const char* __asan_default_options() { return "max_allocation_size_mb
 namespace {
 
 namespace fs = std::filesystem;
-using Bytes = std::vector<uint8_t>;
+using namespace pe::test;  // Bytes and the byte writers (image_bytes.hpp)
 
 // Child exit codes.
 constexpr int kExpectedError = 0, kNoError = 1, kBadAlloc = 2, kOtherError = 3, kCapFailed = 4;
@@ -102,34 +103,6 @@ int decode_status(const Bytes& data, const std::string& expected) {
     }
     return kNoError;
   });
-}
-
-void put16be(Bytes& out, uint32_t v) { out.insert(out.end(), {uint8_t(v >> 8), uint8_t(v)}); }
-void put32be(Bytes& out, uint32_t v) {
-  out.insert(out.end(), {uint8_t(v >> 24), uint8_t(v >> 16), uint8_t(v >> 8), uint8_t(v)});
-}
-void put16le(Bytes& out, uint32_t v) { out.insert(out.end(), {uint8_t(v), uint8_t(v >> 8)}); }
-void put32le(Bytes& out, uint32_t v) {
-  out.insert(out.end(), {uint8_t(v), uint8_t(v >> 8), uint8_t(v >> 16), uint8_t(v >> 24)});
-}
-void put_text(Bytes& out, const std::string& text) { out.insert(out.end(), text.begin(), text.end()); }
-
-uint32_t crc32(const uint8_t* data, size_t size) {
-  uint32_t crc = 0xFFFFFFFFu;
-  for (size_t i = 0; i < size; ++i) {
-    crc ^= data[i];
-    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-  }
-  return ~crc;
-}
-
-// A PNG chunk; `claimed_length` replaces the real length in the header.
-void png_chunk(Bytes& out, const char* type, const Bytes& payload, int64_t claimed_length = -1) {
-  put32be(out, claimed_length >= 0 ? static_cast<uint32_t>(claimed_length) : static_cast<uint32_t>(payload.size()));
-  Bytes typed(type, type + 4);
-  typed.insert(typed.end(), payload.begin(), payload.end());
-  out.insert(out.end(), typed.begin(), typed.end());
-  put32be(out, crc32(typed.data(), typed.size()));
 }
 
 Bytes png_start(uint32_t width, uint32_t height) {

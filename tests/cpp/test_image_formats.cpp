@@ -16,11 +16,12 @@
 
 #include "pe/error.hpp"
 #include "pe/image.hpp"
+#include "image_bytes.hpp"
 
 namespace {
 
 namespace fs = std::filesystem;
-using Bytes = std::vector<uint8_t>;
+using namespace pe::test;  // Bytes and the byte writers (image_bytes.hpp)
 using pe::image::decode_memory;
 
 const fs::path kRegressions = fs::path(PE_TEST_DATA_DIR) / "image_regressions";
@@ -30,14 +31,6 @@ Bytes read_file(const fs::path& path) {
   return Bytes(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
 }
 
-void put16le(Bytes& out, uint32_t v) { out.insert(out.end(), {uint8_t(v), uint8_t(v >> 8)}); }
-void put32le(Bytes& out, uint32_t v) {
-  out.insert(out.end(), {uint8_t(v), uint8_t(v >> 8), uint8_t(v >> 16), uint8_t(v >> 24)});
-}
-void put32be(Bytes& out, uint32_t v) {
-  out.insert(out.end(), {uint8_t(v >> 24), uint8_t(v >> 16), uint8_t(v >> 8), uint8_t(v)});
-}
-void put_text(Bytes& out, const std::string& text) { out.insert(out.end(), text.begin(), text.end()); }
 
 std::string error_of(const Bytes& data, int64_t max_pixels = pe::image::kDefaultMaxPixels) {
   pe::image::DecodeOptions options;
@@ -81,23 +74,6 @@ Bytes bmp(int bits, int width, int height, const Bytes& pixels, const std::vecto
   out.insert(out.end(), info.begin(), info.end());
   out.insert(out.end(), pixels.begin(), pixels.end());
   return out;
-}
-
-uint32_t crc32(const uint8_t* data, size_t size) {
-  uint32_t crc = 0xFFFFFFFFu;
-  for (size_t i = 0; i < size; ++i) {
-    crc ^= data[i];
-    for (int bit = 0; bit < 8; ++bit) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
-  }
-  return ~crc;
-}
-
-void png_chunk(Bytes& out, const char* type, const Bytes& payload) {
-  put32be(out, static_cast<uint32_t>(payload.size()));
-  Bytes typed(type, type + 4);
-  typed.insert(typed.end(), payload.begin(), payload.end());
-  out.insert(out.end(), typed.begin(), typed.end());
-  put32be(out, crc32(typed.data(), typed.size()));
 }
 
 /// zlib data holding `raw` in one stored (uncompressed) deflate block.
