@@ -82,14 +82,18 @@ def relative_difference(ours, theirs):
     return ((ours - theirs).abs().max() / theirs.abs().max()).item()
 
 
-def save_both_formats(state, directory, stem):
-    """The peer's state_dict as torch.save and safetensors.torch.save_file write it."""
+def saved_in_each_format(state, directory, stem):
+    """The peer's state_dict as torch.save and then as safetensors.torch.save_file write it,
+    one file at a time, each removed once the caller has checked it: a full CLIP L14 is
+    2.6 GB a copy, and pytest keeps a failed test's files."""
     state = {k: v.contiguous() for k, v in state.items()}
-    pickle_path = os.path.join(directory, f"{stem}.bin")
-    torch.save(state, pickle_path)
-    safetensors_path = os.path.join(directory, f"{stem}.safetensors")
-    safetensors_torch.save_file(state, safetensors_path, metadata={"format": "pt"})
-    return pickle_path, safetensors_path
+    writers = ((f"{stem}.bin", lambda path: torch.save(state, path)),
+               (f"{stem}.safetensors", lambda path: safetensors_torch.save_file(state, path, metadata={"format": "pt"})))
+    for name, write in writers:
+        path = os.path.join(directory, name)
+        write(path)
+        yield path
+        os.remove(path)
 
 
 def check_against(theirs_forward, state, config, tmp_path, stem, expected_layout):
@@ -97,7 +101,8 @@ def check_against(theirs_forward, state, config, tmp_path, stem, expected_layout
     with torch.no_grad():
         theirs = theirs_forward(images)
     assert theirs.shape == (2, config.output_dim)
-    for path in save_both_formats(state, str(tmp_path), stem):
+    checked = 0
+    for path in saved_in_each_format(state, str(tmp_path), stem):
         _, layout = checkpoints.read_vision_state_dict(path)
         assert layout == expected_layout, path
         ours_model = pe_core.load_checkpoint(path, config=config)
@@ -106,6 +111,8 @@ def check_against(theirs_forward, state, config, tmp_path, stem, expected_layout
         assert relative_difference(ours, theirs) <= RELATIVE, (path, relative_difference(ours, theirs))
         grad_path = ours_model(images).detach()  # the autograd-friendly path
         assert relative_difference(grad_path, theirs) <= RELATIVE, path
+        checked += 1
+    assert checked == 2
 
 
 def zero_head_bias(model):
