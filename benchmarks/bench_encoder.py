@@ -31,7 +31,9 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads; see perception_retrieval/__init__.py
+from perception_retrieval.cli import claim_process
+
+claim_process()  # before torch loads: what the command line runs with (cli.PROCESS_ENVIRONMENT)
 
 import numpy as np
 import torch
@@ -122,7 +124,7 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share the cores)")
     print(f"threads: torch intra-op {torch.get_num_threads()} (both pipelines), decode threads {args.threads}; "
-          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}; cores {os.cpu_count()}; torch {torch.__version__}; perception_retrieval {pr.__version__}")
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}; cores {os.cpu_count()}; torch {torch.__version__}; perception_retrieval {pr.__version__}")
     print(f"CPU ISA: {pr.cpu_features()}; caps: " + ", ".join(
         f"{name}={os.environ.get(name, 'unset')}" for name in ("OPENBLAS_CORETYPE", "ONEDNN_MAX_CPU_ISA",
                                                               "PE_ENCODER_SIMD")))

@@ -23,7 +23,9 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read when torch loads; see perception_retrieval/__init__.py
+from perception_retrieval.cli import claim_process
+
+claim_process()  # before torch loads: what the command line runs with (cli.PROCESS_ENVIRONMENT)
 
 import numpy as np
 import torch
@@ -72,6 +74,7 @@ def main():
     torch.set_num_threads(args.threads)
     print(f"load average before: {os.getloadavg()[0]:.2f} (other processes share the cores)")
     print(f"threads: torch intra-op {torch.get_num_threads()}, decode threads {args.threads}; cores {os.cpu_count()}; "
+          f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}; "
           f"torch {torch.__version__}; quantized engine {torch.backends.quantized.engine}; "
           f"perception_retrieval {pr.__version__}")
     print(f"CPU ISA: {pr.cpu_features()}; caps: " + ", ".join(

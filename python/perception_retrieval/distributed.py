@@ -182,9 +182,11 @@ def _local_cluster(workers: int) -> LocalCluster:
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         environ[name] = per_worker
     # These processes are this call's, so it chooses for them what the command
-    # line chooses for itself: idle OpenMP threads sleep instead of spinning
-    # (LibTorch's and OpenBLAS's threads share the cores).
-    environ["OMP_WAIT_POLICY"] = "PASSIVE"
+    # line chooses for itself: idle OpenMP and OpenBLAS threads sleep instead of
+    # spinning (cli.PROCESS_ENVIRONMENT).
+    from .cli import PROCESS_ENVIRONMENT
+
+    environ.update(PROCESS_ENVIRONMENT)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address="127.0.0.1:0", silence_logs=logging.WARNING)

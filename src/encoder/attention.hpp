@@ -14,8 +14,8 @@
 // and by `simd`; a head size that is not a multiple of the vector width falls to the
 // next narrower kernel.
 //
-// Thread safety: safe to call concurrently; each call runs on LibTorch's intra-op
-// pool (at::parallel_for over images x heads).
+// Thread safety: safe to call concurrently; each call splits images x heads over
+// at::get_num_threads() plain threads (the calling one included).
 
 #include <ATen/core/Tensor.h>
 

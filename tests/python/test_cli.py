@@ -41,3 +41,27 @@ def test_bad_arguments_exit_nonzero_with_a_reason():
                            "x=coco:/data"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 2
     assert "unknown dataset format" in done.stderr or "say its format" in done.stderr
+
+
+def test_the_command_line_claims_its_process_before_torch_loads_and_keeps_user_values():
+    """cli.main sets OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 (idle threads sleep
+    instead of spinning) unless the user set them; importing the package sets neither; once
+    torch is loaded it is too late (the runtimes have read them), so nothing is set then."""
+    code = (
+        "import os, sys\n"
+        "import perception_retrieval as pr\n"
+        "from perception_retrieval import cli\n"
+        "before = {k: os.environ.get(k) for k in cli.PROCESS_ENVIRONMENT}\n"
+        "cli.claim_process()\n"
+        "print(before, {k: os.environ.get(k) for k in cli.PROCESS_ENVIRONMENT})\n")
+    clean = {k: v for k, v in os.environ.items() if k not in cli.PROCESS_ENVIRONMENT}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=clean)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == ("{'OMP_WAIT_POLICY': None, 'OPENBLAS_THREAD_TIMEOUT': None} "
+                                   "{'OMP_WAIT_POLICY': 'PASSIVE', 'OPENBLAS_THREAD_TIMEOUT': '4'}")
+    user = dict(clean, OPENBLAS_THREAD_TIMEOUT="20")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=user)
+    assert done.stdout.strip().endswith("{'OMP_WAIT_POLICY': 'PASSIVE', 'OPENBLAS_THREAD_TIMEOUT': '20'}"), done
+    late = "import torch\n" + code
+    done = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, timeout=120, env=clean)
+    assert done.stdout.strip().endswith("{'OMP_WAIT_POLICY': None, 'OPENBLAS_THREAD_TIMEOUT': None}"), done
