@@ -45,6 +45,10 @@ class PerInterpreterBuild(build):
         self.build_base = str(Path("build") / f"setuptools-{tag}")
 
 
+def encoder_wanted() -> bool:
+    return os.environ.get("PE_BUILD_ENCODER", "ON").upper() not in ("0", "OFF", "FALSE", "NO")
+
+
 class CMakeExtension(Extension):
     def __init__(self, name):
         super().__init__(name, sources=[])
@@ -53,7 +57,7 @@ class CMakeExtension(Extension):
 class CMakeBuild(build_ext):
     def build_extension(self, ext):
         package_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
-        with_encoder = os.environ.get("PE_BUILD_ENCODER", "ON").upper() not in ("0", "OFF", "FALSE", "NO")
+        with_encoder = encoder_wanted()
         torch_version = "none"
         if with_encoder:
             try:  # build against the torch this interpreter imports
@@ -85,4 +89,7 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "--build", str(build_dir), "--target", "_core", "-j", jobs], check=True)
 
 
-setup(ext_modules=[CMakeExtension("perception_retrieval._core")], cmdclass={"build": PerInterpreterBuild, "build_ext": CMakeBuild})
+# The torch-free core must not pull torch (4 GB) in as a dependency.
+setup(ext_modules=[CMakeExtension("perception_retrieval._core")],
+      cmdclass={"build": PerInterpreterBuild, "build_ext": CMakeBuild},
+      install_requires=["numpy", "pillow"] + (["torch"] if encoder_wanted() else []))
