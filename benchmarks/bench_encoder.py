@@ -31,9 +31,9 @@ import os
 import tempfile
 import time
 
-from perception_retrieval.cli import claim_process
+from perception_retrieval.process import claim_process
 
-claim_process()  # before torch loads: what the command line runs with (cli.PROCESS_ENVIRONMENT)
+claim_process()  # before torch loads: what the command line runs with (process.PROCESS_ENVIRONMENT)
 
 import numpy as np
 import torch

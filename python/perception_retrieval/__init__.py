@@ -31,7 +31,7 @@ _ATTRIBUTES = {
     "cpu_features": "_native",
 }
 _SUBMODULES = {"cache", "checkpoints", "cli", "compare", "datasets", "distributed", "encoder", "evaluation", "export",
-               "html_report", "image", "metrics", "pe_core", "safetensors", "stats", "synthetic"}
+               "html_report", "image", "metrics", "pe_core", "process", "safetensors", "stats", "synthetic"}
 
 __all__ = ["__version__", "Encoder", "EncodeResult", "Retriever", "usable_cpu_count", "cpu_features", "errors",
            "Error", "InvalidArgumentError", "FileNotFoundError", "IoError", "CorruptFileError",

@@ -1,5 +1,5 @@
 """python -m perception_retrieval: the same command line as perception-retrieval."""
 
-from .cli import main
+from .process import main
 
 raise SystemExit(main())

@@ -403,29 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-# What a program that owns its process sets before torch loads (libgomp and OpenBLAS
-# read these once, when they are loaded): idle OpenMP threads and idle OpenBLAS threads
-# sleep at once instead of spinning. Spinning, they steal the cores from the next
-# operator on other threads: LibTorch's OpenMP pool and OpenBLAS's pool from each
-# other, and OpenBLAS's pool, which spins for 2^28 cycles (~0.1 s) after each GEMM,
-# from pe::rope_attention's threads (measured: the fused attention of an L14 block 15.4
-# ms per image after OpenBLAS GEMMs, 8.8 with OPENBLAS_THREAD_TIMEOUT=4;
-# docs/encoder_speed.md, docs/architecture.md).
-PROCESS_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE", "OPENBLAS_THREAD_TIMEOUT": "4"}
-
-
-def claim_process() -> None:
-    """PROCESS_ENVIRONMENT for this process, before torch loads; a value the user set
-    is kept. For the command-line tools, benchmarks and worker processes this package
-    starts; a library call never does this (the package is a guest in its user's
-    process)."""
-    if "torch" not in sys.modules:
-        for name, value in PROCESS_ENVIRONMENT.items():
-            os.environ.setdefault(name, value)
-
-
 def main(argv=None) -> int:
-    claim_process()
+    """The command line. Its entry points (perception-retrieval, python -m
+    perception_retrieval) are process.main, which claims the process first."""
     args = build_parser().parse_args(argv)
     for option in ("batch_size", "k", "chunk_size", "instances", "views", "workers"):
         value = getattr(args, option, None)

@@ -183,8 +183,8 @@ def _local_cluster(workers: int) -> LocalCluster:
         environ[name] = per_worker
     # These processes are this call's, so it chooses for them what the command
     # line chooses for itself: idle OpenMP and OpenBLAS threads sleep instead of
-    # spinning (cli.PROCESS_ENVIRONMENT).
-    from .cli import PROCESS_ENVIRONMENT
+    # spinning (process.PROCESS_ENVIRONMENT).
+    from .process import PROCESS_ENVIRONMENT
 
     environ.update(PROCESS_ENVIRONMENT)
     with dask.config.set({"distributed.nanny.pre-spawn-environ": environ}):

@@ -43,18 +43,21 @@ def test_bad_arguments_exit_nonzero_with_a_reason():
     assert "unknown dataset format" in done.stderr or "say its format" in done.stderr
 
 
-def test_the_command_line_claims_its_process_before_torch_loads_and_keeps_user_values():
-    """cli.main sets OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 (idle threads sleep
-    instead of spinning) unless the user set them; importing the package sets neither; once
-    torch is loaded it is too late (the runtimes have read them), so nothing is set then."""
+def test_the_command_line_claims_its_process_before_a_blas_loads_and_keeps_user_values():
+    """The entry points set OMP_WAIT_POLICY=PASSIVE and OPENBLAS_THREAD_TIMEOUT=4 (idle threads
+    sleep instead of spinning) unless the user set them, before numpy or torch loads OpenBLAS;
+    importing the package sets neither; once numpy or torch is loaded it is too late (their
+    runtimes have read the environment), so nothing is set then."""
     code = (
         "import os, sys\n"
         "import perception_retrieval as pr\n"
-        "from perception_retrieval import cli\n"
-        "before = {k: os.environ.get(k) for k in cli.PROCESS_ENVIRONMENT}\n"
-        "cli.claim_process()\n"
-        "print(before, {k: os.environ.get(k) for k in cli.PROCESS_ENVIRONMENT})\n")
-    clean = {k: v for k, v in os.environ.items() if k not in cli.PROCESS_ENVIRONMENT}
+        "from perception_retrieval import process\n"
+        "assert 'numpy' not in sys.modules and 'torch' not in sys.modules\n"
+        "before = {k: os.environ.get(k) for k in process.PROCESS_ENVIRONMENT}\n"
+        "process.claim_process()\n"
+        "print(before, {k: os.environ.get(k) for k in process.PROCESS_ENVIRONMENT})\n")
+    names = ("OMP_WAIT_POLICY", "OPENBLAS_THREAD_TIMEOUT")
+    clean = {k: v for k, v in os.environ.items() if k not in names}
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=clean)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == ("{'OMP_WAIT_POLICY': None, 'OPENBLAS_THREAD_TIMEOUT': None} "
@@ -62,6 +65,12 @@ def test_the_command_line_claims_its_process_before_torch_loads_and_keeps_user_v
     user = dict(clean, OPENBLAS_THREAD_TIMEOUT="20")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=user)
     assert done.stdout.strip().endswith("{'OMP_WAIT_POLICY': 'PASSIVE', 'OPENBLAS_THREAD_TIMEOUT': '20'}"), done
-    late = "import torch\n" + code
+    late = code.replace("import perception_retrieval as pr\n", "import numpy\n").replace(
+        "assert 'numpy' not in sys.modules and", "assert")
     done = subprocess.run([sys.executable, "-c", late], capture_output=True, text=True, timeout=120, env=clean)
     assert done.stdout.strip().endswith("{'OMP_WAIT_POLICY': None, 'OPENBLAS_THREAD_TIMEOUT': None}"), done
+    # Both entry points go through process.main, which claims before the command line imports numpy.
+    from importlib.metadata import entry_points
+
+    scripts = {e.name: e.value for e in entry_points(group="console_scripts") if e.name == "perception-retrieval"}
+    assert scripts == {"perception-retrieval": "perception_retrieval.process:main"}
