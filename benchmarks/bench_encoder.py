@@ -11,7 +11,7 @@ N JPEG photos of ~800 x 600 written by this script:
 Also: decoding alone and preprocessing alone (images/s vs PIL, one thread each),
 the pixel difference to PIL after preprocessing, and the end-to-end rate in
 GFLOP/s (matmul FLOPs: 384 GFLOP per L14 336 px image) against this machine's sgemm GFLOP/s,
-measured here for both matmul libraries (OpenBLAS via torch.mm, oneDNN via
+measured here for both matmul libraries (torch.mm: OpenBLAS or MKL, oneDNN via
 mkldnn_linear). --blas also times our Encoder with onednn=False.
 
 --breakdown [--breakdown-layers 2]: first the per-operator breakdown of the forward
@@ -20,7 +20,7 @@ LayerNorm, GELU, copies) as time and as a multiple of the GEMM limit, for the ea
 reference, the TorchScript file with oneDNN Linear layers (before) and pe::Encoder's own
 forward (after); --breakdown-only stops there. Every run prints the CPU's vector ISA,
 the thread counts and the in-run sgemm rates. To see an AVX2-only machine on an AVX-512
-one: OPENBLAS_CORETYPE=Haswell ONEDNN_MAX_CPU_ISA=AVX2 PE_ENCODER_SIMD=avx2.
+one: OPENBLAS_CORETYPE=Haswell ONEDNN_MAX_CPU_ISA=AVX2 PE_ENCODER_SIMD=avx2 ATEN_CPU_CAPABILITY=avx2.
 
     flock /tmp/pe-bench.lock .venv/bin/python benchmarks/bench_encoder.py [--images 64] [--batch-size 8]
         [--threads N] [--blas] [--breakdown [--breakdown-only]]
@@ -28,6 +28,7 @@ one: OPENBLAS_CORETYPE=Haswell ONEDNN_MAX_CPU_ISA=AVX2 PE_ENCODER_SIMD=avx2.
 
 import argparse
 import os
+import re
 import tempfile
 import time
 
@@ -61,19 +62,27 @@ def write_photos(folder, count, seed=0):
 
 
 def sgemm_gflops(size=2048, repeats=5):
-    """Best float32 matmul rate of OpenBLAS (torch.mm) and of oneDNN (mkldnn_linear)."""
+    """Best float32 matmul rate of torch.mm (OpenBLAS on Debian's torch, MKL in the PyPI wheel)
+    and of oneDNN (mkldnn_linear)."""
     a = torch.randn(size, size)
     b = torch.randn(size, size)
     out = torch.empty(size, size)
     rates = {}
     torch.mm(a, b, out=out)
-    rates["OpenBLAS"] = 2 * size ** 3 / min(_timed(lambda: torch.mm(a, b, out=out)) for _ in range(repeats)) / 1e9
+    rates[_torch_blas()] = 2 * size ** 3 / min(_timed(lambda: torch.mm(a, b, out=out)) for _ in range(repeats)) / 1e9
     if torch.backends.mkldnn.is_available():
         a_onednn = a.to_mkldnn()
         torch._C._nn.mkldnn_linear(a_onednn, b, None)
         best = min(_timed(lambda: torch._C._nn.mkldnn_linear(a_onednn, b, None)) for _ in range(repeats))
         rates["oneDNN"] = 2 * size ** 3 / best / 1e9
     return rates
+
+
+def _torch_blas():
+    """The BLAS behind torch.mm: BLAS_INFO=mkl in the PyPI wheel; Debian's torch says
+    generic (libblas.so.3, which is OpenBLAS once libopenblas0-pthread is installed)."""
+    found = re.findall(r"BLAS_INFO=(\w+)", torch.__config__.show())
+    return {"mkl": "MKL", "open": "OpenBLAS", "generic": "OpenBLAS"}.get(found[0] if found else "", "BLAS")
 
 
 def _timed(fn):
@@ -126,8 +135,8 @@ def main():
     print(f"threads: torch intra-op {torch.get_num_threads()} (both pipelines), decode threads {args.threads}; "
           f"OMP_WAIT_POLICY={os.environ['OMP_WAIT_POLICY']}, OPENBLAS_THREAD_TIMEOUT={os.environ['OPENBLAS_THREAD_TIMEOUT']}; cores {os.cpu_count()}; torch {torch.__version__}; perception_retrieval {pr.__version__}")
     print(f"CPU ISA: {pr.cpu_features()}; caps: " + ", ".join(
-        f"{name}={os.environ.get(name, 'unset')}" for name in ("OPENBLAS_CORETYPE", "ONEDNN_MAX_CPU_ISA",
-                                                              "PE_ENCODER_SIMD")))
+        f"{name}={os.environ.get(name, 'unset')}"
+        for name in ("OPENBLAS_CORETYPE", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "PE_ENCODER_SIMD")))
 
     with tempfile.TemporaryDirectory() as folder:
         paths = write_photos(folder, args.images)
