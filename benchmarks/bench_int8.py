@@ -78,8 +78,8 @@ def main():
           f"torch {torch.__version__}; quantized engine {torch.backends.quantized.engine}; "
           f"perception_retrieval {pr.__version__}")
     print(f"CPU ISA: {pr.cpu_features()}; caps: " + ", ".join(
-        f"{name}={os.environ.get(name, 'unset')}" for name in ("OPENBLAS_CORETYPE", "ONEDNN_MAX_CPU_ISA",
-                                                              "PE_ENCODER_SIMD")))
+        f"{name}={os.environ.get(name, 'unset')}"
+        for name in ("OPENBLAS_CORETYPE", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "PE_ENCODER_SIMD")))
     sgemm_before = sgemm_gflops()
     with tempfile.TemporaryDirectory() as folder:
         sets = demo_sets(os.path.join(folder, "data"), args.instances, args.views, args.seed)
