@@ -80,6 +80,26 @@ def test_matches_the_models_own_attention():
     np.testing.assert_allclose(ours.numpy(), expected.numpy(), rtol=0, atol=1e-6)
 
 
+@pytest.mark.parametrize("simd", KERNELS)
+def test_the_result_does_not_depend_on_the_thread_count(simd):
+    """Images x heads are split over LibTorch's thread count (3 tasks per thread, 1, or an
+    uneven split); every head is computed alone, so the output is bitwise the same."""
+    cos_qk, sin_qk = tables(4, 32, cls=True)
+    qkv = torch.randn(5, 17, 3 * 3 * 32, generator=torch.Generator().manual_seed(9))  # 15 image-head tasks
+    threads = torch.get_num_threads()
+    try:
+        outputs = []
+        for count in (1, 2, 4, 15, 16):
+            torch.set_num_threads(count)
+            outputs.append(torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, 3, simd))
+    finally:
+        torch.set_num_threads(threads)
+    for out in outputs[1:]:
+        assert torch.equal(out, outputs[0])
+    np.testing.assert_allclose(outputs[0].double().numpy(), naive_attention(qkv, cos_qk, sin_qk, 3).numpy(),
+                               rtol=0, atol=3e-6)
+
+
 def test_softmax_is_stable_for_large_scores():
     cos_qk, sin_qk = tables(3, 16)
     qkv = torch.randn(1, 10, 3 * 32, generator=torch.Generator().manual_seed(5)) * 60.0  # scores in the thousands
