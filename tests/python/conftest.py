@@ -2,9 +2,9 @@
 passed test's tmp_path as soon as it ends.
 
 Why the removal: pytest keeps every test's tmp_path until the session ends (and the last three sessions'), and
-the full-size L14 tests write 1.3 GB each (an exported model; the peer tests a torch.save and a safetensors
-copy, 2.5 GB). Kept, they added up to more than 11 GB and filled a CI machine's disk, which then failed every
-test after them. A failed test keeps its directory, for whoever debugs it.
+the full-size L14 tests write 1.2-5.2 GB each (an exported model; the peer tests a torch.save and a
+safetensors copy). Kept, they added up to 22 GB (measured on a fresh clone) and filled a CI machine's disk,
+which then failed every test after them; removed, the PyPI stack's run peaks at about 4.4 GB. A failed test keeps its directory, for whoever debugs it.
 """
 
 import shutil
