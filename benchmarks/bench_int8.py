@@ -31,21 +31,11 @@ import numpy as np
 import torch
 
 import perception_retrieval as pr
-from perception_retrieval import datasets, evaluation, export, synthetic
+from perception_retrieval import cli, evaluation, export
 
 from bench_encoder import sgemm_gflops  # benchmarks/ is on sys.path when run as a script
 
 DEPTH = 10
-
-
-def demo_sets(folder, instances, views, seed):
-    """The demo's two sets, written as cli.run_demo writes them."""
-    products = synthetic.write_folder_dataset(os.path.join(folder, "products"), num_instances=instances,
-                                              views_per_instance=views, seed=seed)
-    shelf = synthetic.write_vprc_dataset(os.path.join(folder, "shelf"), num_instances=instances,
-                                         gallery_views=2, queries_per_instance=1, seed=seed + 1)
-    return [datasets.load_folders(products, "Demo products (folders)"),
-            datasets.load_vprc(shelf, "Demo shelf (VPRC layout)")]
 
 
 def agreement(dataset, fp32, int8):
@@ -82,7 +72,7 @@ def main():
         for name in ("OPENBLAS_CORETYPE", "ONEDNN_MAX_CPU_ISA", "ATEN_CPU_CAPABILITY", "PE_ENCODER_SIMD")))
     sgemm_before = sgemm_gflops()
     with tempfile.TemporaryDirectory() as folder:
-        sets = demo_sets(os.path.join(folder, "data"), args.instances, args.views, args.seed)
+        sets = cli.write_demo_datasets(os.path.join(folder, "data"), args.instances, args.views, args.seed)
         paths = {"fp32": os.path.join(folder, "fp32.pt"), "int8": os.path.join(folder, "int8.pt")}
         export.export(paths["fp32"], config=args.config, random_init=True, seed=args.seed, verify=False, log=None)
         export.export(paths["int8"], config=args.config, random_init=True, seed=args.seed, verify=False,

@@ -245,19 +245,26 @@ def _export_demo_model(args, models_dir: str) -> str:
     return path
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def write_demo_datasets(data_dir: str, instances: int, views: int, seed: int) -> list:
+    """The demo's two labelled sets, written under data_dir and loaded: one folder per
+    product (views per product), and a VPRC-layout shelf set with cropped queries. Also
+    what benchmarks/bench_int8.py measures on."""
     from . import datasets, synthetic
 
+    products = synthetic.write_folder_dataset(os.path.join(data_dir, "products"), num_instances=instances,
+                                              views_per_instance=views, seed=seed)
+    shelf = synthetic.write_vprc_dataset(os.path.join(data_dir, "shelf"), num_instances=instances,
+                                         gallery_views=2, queries_per_instance=1, seed=seed + 1)
+    return [datasets.load_folders(products, "Demo products (folders)"),
+            datasets.load_vprc(shelf, "Demo shelf (VPRC layout)")]
+
+
+def run_demo(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     out_dir = os.path.abspath(args.out)
     data_dir = os.path.join(out_dir, "data")
     print(f"[demo] writing two small labelled product sets under {data_dir}")
-    products = synthetic.write_folder_dataset(os.path.join(data_dir, "products"), num_instances=args.instances,
-                                              views_per_instance=args.views, seed=args.seed)
-    shelf = synthetic.write_vprc_dataset(os.path.join(data_dir, "shelf"), num_instances=args.instances,
-                                         gallery_views=2, queries_per_instance=1, seed=args.seed + 1)
-    loaded = [datasets.load_folders(products, "Demo products (folders)"),
-              datasets.load_vprc(shelf, "Demo shelf (VPRC layout)")]
+    loaded = write_demo_datasets(data_dir, args.instances, args.views, args.seed)
     model_path = args.model or _export_demo_model(args, os.path.join(out_dir, "models"))
     if not args.no_cache and not args.cache:
         args.cache = os.path.join(out_dir, "cache")  # keep everything the demo makes in one folder
