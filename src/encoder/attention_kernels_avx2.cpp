@@ -37,9 +37,14 @@ struct V {
     const __m256i exponent = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvttps_epi32(fx), _mm256_set1_epi32(127)), 23);
     return _mm256_mul_ps(y, _mm256_castsi256_ps(exponent));
   }
+  static reg swap_pairs(reg x) { return _mm256_permute_ps(x, 0xB1); }
   static float first(reg x) { return _mm256_cvtss_f32(x); }
 };
-constexpr int kAvVectors = 2;  // 6 rows x 2 registers of accumulators: 12 of the 16 ymm registers
+// Micro-tiles of 6 rows x 2 registers of accumulators (12 of the 16 ymm registers, the
+// rest for the operands) for both QK and AV.
+constexpr int kQkRows = 6;
+constexpr int kAvRows = 6;
+constexpr int kAvVectors = 2;
 
 #include "encoder/attention_kernel_impl.hpp"
 

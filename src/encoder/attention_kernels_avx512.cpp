@@ -19,13 +19,15 @@ struct V {
   static reg mul(reg a, reg b) { return _mm512_mul_ps(a, b); }
   static reg sub(reg a, reg b) { return _mm512_sub_ps(a, b); }
   static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
-  // The same expf as the AVX2 kernel (Cephes, about 1 ulp, inputs clamped at -87.3).
+  // The AVX2 kernel's expf (Cephes, about 1 ulp, inputs clamped at -87.3), with
+  // n = round(x log2 e) and the 2^n scaling done by scalef instead of building the
+  // exponent bits (fewer instructions: the softmax 1.67 -> 1.31 ms per L14 image).
   static reg exp(reg x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.33654f));
-    const reg fx = _mm512_roundscale_ps(_mm512_fmadd_ps(x, _mm512_set1_ps(1.44269504088896341f), _mm512_set1_ps(0.5f)),
-                                        _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(0.693359375f), x);
-    x = _mm512_fnmadd_ps(fx, _mm512_set1_ps(-2.12194440e-4f), x);
+    const reg n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                       _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    x = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), x);
     reg y = _mm512_set1_ps(1.9875691500e-4f);
     y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.3981999507e-3f));
     y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(8.3334519073e-3f));
@@ -33,12 +35,16 @@ struct V {
     y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(1.6666665459e-1f));
     y = _mm512_fmadd_ps(y, x, _mm512_set1_ps(5.0000001201e-1f));
     y = _mm512_fmadd_ps(y, _mm512_mul_ps(x, x), _mm512_add_ps(x, _mm512_set1_ps(1.0f)));
-    const __m512i exponent = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvttps_epi32(fx), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(y, _mm512_castsi512_ps(exponent));
+    return _mm512_scalef_ps(y, n);
   }
+  static reg swap_pairs(reg x) { return _mm512_permute_ps(x, 0xB1); }
   static float first(reg x) { return _mm512_cvtss_f32(x); }
 };
-constexpr int kAvVectors = 4;  // 6 rows x 4 registers of accumulators: 24 of the 32 zmm registers
+// QK: 12 rows x 2 registers of accumulators (24 of the 32 zmm registers), which halves
+// the key stream per FMA against 6 rows (measured 5% faster in all); AV: 6 rows x 4.
+constexpr int kQkRows = 12;
+constexpr int kAvRows = 6;
+constexpr int kAvVectors = 4;
 
 #include "encoder/attention_kernel_impl.hpp"
 

@@ -22,6 +22,8 @@ struct V {
   static reg exp(reg x) { return std::exp(x); }
   static float first(reg x) { return x; }
 };
+constexpr int kQkRows = 6;
+constexpr int kAvRows = 6;
 constexpr int kAvVectors = 4;
 
 #include "encoder/attention_kernel_impl.hpp"
