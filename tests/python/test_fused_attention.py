@@ -108,6 +108,28 @@ def test_softmax_is_stable_for_large_scores():
     np.testing.assert_allclose(out.double().numpy(), naive_attention(qkv, cos_qk, sin_qk, 2).numpy(), atol=1e-4)
 
 
+@pytest.mark.parametrize("simd", KERNELS)
+@pytest.mark.parametrize("tokens", [5, 49, 577])
+def test_rows_of_only_negative_scores(simd, tokens):
+    # Scores -199 (key 0) and -200 (the rest): a row maximum that let the zero-padded key
+    # columns of the last tile count (0 > -199) would push every exp below the kernels'
+    # clamp (e^-87.3) or to 0, so that the row came out the plain mean of V, or 0 / 0.
+    # Identity RoPE tables (cos 1, sin 0) keep the scores exactly q . k.
+    heads, dim = 2, 16
+    cos_qk = torch.ones(tokens, 2, 1, dim)
+    sin_qk = torch.zeros(tokens, 2, 1, dim)
+    qkv = torch.zeros(1, tokens, 3 * heads * dim)
+    q, k, v = qkv.view(1, tokens, 3, heads, dim).unbind(2)
+    q[..., 0] = 10.0
+    k[..., 0] = -20.0
+    k[:, 0, :, 0] = -19.9
+    v.copy_(torch.randn(v.shape, generator=torch.Generator().manual_seed(tokens)))
+    out = torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, heads, simd)
+    expected = naive_attention(qkv, cos_qk, sin_qk, heads)
+    assert not torch.allclose(expected, v.double().mean(1, keepdim=True).reshape(1, 1, -1), atol=1e-3)
+    np.testing.assert_allclose(out.double().numpy(), expected.numpy(), rtol=0, atol=2e-5)
+
+
 def test_bad_arguments_name_the_problem():
     cos_qk, sin_qk = tables(2, 16)
     qkv = torch.randn(1, 5, 3 * 64)
