@@ -10,8 +10,10 @@ and memory handling as the code it stands for, and times each operator group wit
 * ``script-onednn``: the same with the Linear layers through oneDNN, what pe::Encoder ran
   before its own forward (the TorchScript file with ``onednn_linears``);
 * ``native``: what pe::Encoder's forward runs now: the Linear layers on a GEMM route
-  (``openblas`` / ``onednn`` / ``onednn-packed``) and attention through the fused
-  ``pe::rope_attention`` operator (RoPE, scaled QK^T, softmax and AV in one pass).
+  (``openblas`` / ``onednn`` / ``onednn-packed``; on ``openblas`` the qkv and fc1 GEMMs
+  without their bias), attention through the fused ``pe::rope_attention`` operator
+  (the qkv bias, RoPE, scaled QK^T, softmax and AV in one pass) and GELU through
+  ``pe::bias_gelu_`` (fc1's bias and GELU in one pass).
 
 Each group's time is reported per image, as a share of the replay, and against the
 GEMM limit: the time the block's matmul FLOPs would take at the sgemm rate measured in
@@ -70,11 +72,17 @@ def replay_block(block, x, cos_qk, sin_qk, timer, mode, route="openblas", packed
     x2d = x.view(rows, width)
     h = timer("LayerNorm", F.layer_norm, x, (width,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
     linear_route = "openblas" if mode == "eager" else ("onednn" if mode == "script-onednn" else route)
-    qkv = timer("Linear qkv", _linear, linear_route, h.view(rows, width), attn.in_proj_weight, attn.in_proj_bias,
-                packed.get("qkv"))
+    # The own forward's openblas route: plain GEMM products, the biases added by the
+    # kernels after them (qkv's by the attention kernel, fc1's by the GELU pass).
+    products_only = mode == "native" and route == "openblas"
+    if products_only:
+        qkv = timer("Linear qkv", torch.mm, h.view(rows, width), attn.in_proj_weight.t())
+    else:
+        qkv = timer("Linear qkv", _linear, linear_route, h.view(rows, width), attn.in_proj_weight,
+                    attn.in_proj_bias, packed.get("qkv"))
     if mode == "native":
         merged = timer("fused attention", torch.ops.pe.rope_attention, qkv.view(batch, tokens, 3 * width),
-                       cos_qk, sin_qk, heads)
+                       cos_qk, sin_qk, heads, "best", attn.in_proj_bias if products_only else None)
     else:
         qkv = qkv.view(batch, tokens, 3, heads, head_dim)
         qk = qkv[:, :, :2]
@@ -111,9 +119,15 @@ def replay_block(block, x, cos_qk, sin_qk, timer, mode, route="openblas", packed
                      attn.out_proj.bias, packed.get("out_proj"))
     timer("residual/bias adds", x2d.add_, attended)
     h = timer("LayerNorm", F.layer_norm, x, (width,), block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
-    hidden = timer("Linear fc1", _linear, linear_route, h.view(rows, width), mlp.c_fc.weight, mlp.c_fc.bias,
-                   packed.get("fc1"))
-    timer("GELU", torch._C._nn.gelu_, hidden)
+    if products_only:
+        hidden = timer("Linear fc1", torch.mm, h.view(rows, width), mlp.c_fc.weight.t())
+    else:
+        hidden = timer("Linear fc1", _linear, linear_route, h.view(rows, width), mlp.c_fc.weight, mlp.c_fc.bias,
+                       packed.get("fc1"))
+    if mode == "native":
+        timer("GELU", torch.ops.pe.bias_gelu_, hidden, mlp.c_fc.bias if products_only else None)
+    else:
+        timer("GELU", torch._C._nn.gelu_, hidden)
     out = timer("Linear fc2", _linear, linear_route, hidden, mlp.c_proj.weight, mlp.c_proj.bias, packed.get("fc2"))
     timer("residual/bias adds", x2d.add_, out)
 

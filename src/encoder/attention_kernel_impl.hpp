@@ -5,7 +5,8 @@
 // intrinsics and plain C++ appear here: no standard-library templates, whose
 // instantiations would be shared with baseline code by the linker.
 //
-// Per head: K is rotated a vector at a time and packed transposed in tiles of
+// Per head (q, k and v first get the in-projection's bias when the caller passes it, so
+// that the qkv GEMM need not start from a copy of it): K is rotated a vector at a time and packed transposed in tiles of
 // kTile key columns (each tile dim x kTile floats, contiguous, so the QK micro-kernel
 // reads one sequential stream); V is copied contiguous. Then blocks of kBlockRows
 // query rows are rotated, their scores computed by a register-blocked
@@ -30,7 +31,7 @@
 //   reg zero(); reg load(const float*); void store(float*, reg); reg set1(float);
 //   reg fma(reg a, reg b, reg c) (a * b + c); reg mul(reg, reg); reg sub(reg, reg);
 //   reg max(reg, reg); reg exp(reg); float first(reg);
-//   reg swap_pairs(reg) (lanes 2i and 2i + 1 exchanged; only for width >= 2)
+//   reg add(reg, reg); reg swap_pairs(reg) (lanes 2i and 2i + 1 exchanged; only for width >= 2)
 // and the constants kQkRows (query rows per QK micro-tile), kAvRows (per AV micro-tile)
 // and kAvVectors (vectors of output columns per AV micro-tile).
 
@@ -54,17 +55,21 @@ inline void prefetch_row(const float* row, int floats) {
   }
 }
 
-// out[d] = t[d] * cos[d] + t[d ^ 1] * sin[d] (sin signed: -sin on even d). A template
-// so that the scalar kernel's V needs no swap_pairs.
+// out[d] = u[d] * cos[d] + u[d ^ 1] * sin[d] with u = t + bias (sin signed: -sin on even
+// d; bias may be null). A template so that the scalar kernel's V needs no swap_pairs.
 template <typename W = V>
-void rotate_row(const float* t, const float* cos, const float* sin, float* out, int dim) {
+void rotate_row(const float* t, const float* bias, const float* cos, const float* sin, float* out, int dim) {
   if constexpr (W::width >= 2) {
     for (int d = 0; d < dim; d += W::width) {
-      const typename W::reg x = W::load(t + d);
+      typename W::reg x = W::load(t + d);
+      if (bias) x = W::add(x, W::load(bias + d));
       W::store(out + d, W::fma(x, W::load(cos + d), W::mul(W::swap_pairs(x), W::load(sin + d))));
     }
   } else {
-    for (int d = 0; d < dim; ++d) out[d] = t[d] * cos[d] + t[d ^ 1] * sin[d];
+    for (int d = 0; d < dim; ++d) {
+      const float even = t[d] + (bias ? bias[d] : 0.0f), odd = t[d ^ 1] + (bias ? bias[d ^ 1] : 0.0f);
+      out[d] = even * cos[d] + odd * sin[d];
+    }
   }
 }
 
@@ -90,9 +95,13 @@ void pack_keys_values(const HeadArgs& a, float* kt, float* vp, float* rows) {
       }
       const float* k = a.k + j * a.row_stride;
       const float* table = a.cos + j * a.table_stride + dim;  // k's entries follow q's
-      rotate_row(k, table, a.sin + j * a.table_stride + dim, rows + jj * dim, dim);
+      rotate_row(k, a.k_bias, table, a.sin + j * a.table_stride + dim, rows + jj * dim, dim);
       const float* v = a.v + j * a.row_stride;
-      for (int d = 0; d < dim; d += V::width) V::store(vp + j * dim + d, V::load(v + d));
+      for (int d = 0; d < dim; d += V::width) {
+        typename V::reg x = V::load(v + d);
+        if (a.v_bias) x = V::add(x, V::load(a.v_bias + d));
+        V::store(vp + j * dim + d, x);
+      }
     }
     float* tile = kt + static_cast<int64_t>(j0) * dim;
     for (int d = 0; d < dim; ++d) {
@@ -230,7 +239,8 @@ void attend_head(const HeadArgs& a, float* scratch) {
     for (int r = 0; r < block; ++r) {
       const int64_t i = row0 + r;
       if (i + kPrefetchRows < a.tokens) prefetch_row(a.q + (i + kPrefetchRows) * a.row_stride, dim);
-      rotate_row(a.q + i * a.row_stride, a.cos + i * a.table_stride, a.sin + i * a.table_stride, qb + r * dim, dim);
+      rotate_row(a.q + i * a.row_stride, a.q_bias, a.cos + i * a.table_stride, a.sin + i * a.table_stride, qb + r * dim,
+                 dim);
     }
     int r = 0;
     for (; r + kQkRows <= block; r += kQkRows) qk_rows<kQkRows>(qb + r * dim, kt, a, np, scores + r * np, row_max + r);

@@ -1,6 +1,7 @@
 #pragma once
-// The fused RoPE attention kernel behind the pe::rope_attention operator
-// (attention_op.cpp), one copy per instruction set. Torch-free: the kernel files
+// The encoder's vector kernels, one copy per instruction set: the fused RoPE attention
+// behind the pe::rope_attention operator and the MLP's bias + GELU pass behind
+// pe::bias_gelu_ (both registered in attention_op.cpp). Torch-free: the kernel files
 // are compiled with their ISA's flags (attention_kernels_avx2.cpp, _avx512.cpp),
 // and nothing compiled with those flags may be an inline function or template
 // the linker could pick for code that runs on an older CPU; so the kernels see
@@ -26,6 +27,11 @@ struct HeadArgs {
   const float* k = nullptr;  ///< likewise
   const float* v = nullptr;  ///< likewise
   int64_t row_stride = 0;    ///< floats between tokens in q, k, v (3 * width for a fused qkv)
+  /// Added to every token's q, k, v before anything else (head_dim floats each), or
+  /// null: the in-projection's bias, which the Encoder leaves out of its qkv GEMM.
+  const float* q_bias = nullptr;
+  const float* k_bias = nullptr;
+  const float* v_bias = nullptr;
   /// cos / signed-sin tables: token i's q entries at cos + i * table_stride, its k
   /// entries head_dim floats later (pe_core's [tokens, 2, 1, head_dim] layout).
   const float* cos = nullptr;
@@ -46,6 +52,9 @@ struct KernelSet {
   /// Floats of scratch one call needs for `tokens` and `head_dim`.
   size_t (*scratch_floats)(int tokens, int head_dim);
   void (*attend_head)(const HeadArgs& args, float* scratch);
+  /// data[r][c] = GELU(data[r][c] + bias[c]) in place, rows x cols row-major floats, any
+  /// cols; bias may be null (gelu_kernel_impl.hpp says how GELU is computed).
+  void (*bias_gelu)(float* data, int64_t rows, int64_t cols, const float* bias);
 };
 
 const KernelSet& scalar_kernels();

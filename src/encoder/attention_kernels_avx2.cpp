@@ -1,5 +1,6 @@
-// The fused attention kernel for AVX2 + FMA (8 floats a register; this file alone is
-// compiled with -mavx2 -mfma, see attention_kernels.hpp for the rules it follows).
+// The fused attention kernel and the bias + GELU pass for AVX2 + FMA (8 floats a
+// register; this file alone is compiled with -mavx2 -mfma, see attention_kernels.hpp
+// for the rules it follows).
 
 #include <immintrin.h>
 
@@ -38,6 +39,15 @@ struct V {
     return _mm256_mul_ps(y, _mm256_castsi256_ps(exponent));
   }
   static reg swap_pairs(reg x) { return _mm256_permute_ps(x, 0xB1); }
+  static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
+  static reg min(reg a, reg b) { return _mm256_min_ps(a, b); }
+  static reg abs(reg x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+  // rcp (12 bits) and one Newton step: about 23 bits, without a divide.
+  static reg reciprocal(reg x) {
+    const reg r = _mm256_rcp_ps(x);
+    return _mm256_mul_ps(r, _mm256_fnmadd_ps(x, r, _mm256_set1_ps(2.0f)));
+  }
+  static reg select_negative(reg x, reg a, reg b) { return _mm256_blendv_ps(b, a, x); }  // by x's sign bit
   static float first(reg x) { return _mm256_cvtss_f32(x); }
 };
 // Micro-tiles of 6 rows x 2 registers of accumulators (12 of the 16 ymm registers, the
@@ -47,11 +57,12 @@ constexpr int kAvRows = 6;
 constexpr int kAvVectors = 2;
 
 #include "encoder/attention_kernel_impl.hpp"
+#include "encoder/gelu_kernel_impl.hpp"
 
 }  // namespace
 
 const KernelSet& avx2_kernels() {
-  static const KernelSet set{Simd::avx2, "avx2", V::width, scratch_floats, attend_head};
+  static const KernelSet set{Simd::avx2, "avx2", V::width, scratch_floats, attend_head, bias_gelu};
   return set;
 }
 

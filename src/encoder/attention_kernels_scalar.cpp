@@ -1,5 +1,5 @@
-// The fused attention kernel in plain C++: CPUs without AVX2, and head sizes the
-// vector kernels do not cover (see attention_op.cpp).
+// The fused attention kernel and the bias + GELU pass in plain C++: CPUs without AVX2,
+// and head sizes the vector kernels do not cover (see attention_op.cpp).
 
 #include <cmath>
 
@@ -20,6 +20,11 @@ struct V {
   static reg sub(reg a, reg b) { return a - b; }
   static reg max(reg a, reg b) { return a > b ? a : b; }
   static reg exp(reg x) { return std::exp(x); }
+  static reg add(reg a, reg b) { return a + b; }
+  static reg min(reg a, reg b) { return a < b ? a : b; }
+  static reg abs(reg x) { return std::fabs(x); }
+  static reg reciprocal(reg x) { return 1.0f / x; }
+  static reg select_negative(reg x, reg a, reg b) { return x < 0.0f ? a : b; }
   static float first(reg x) { return x; }
 };
 constexpr int kQkRows = 6;
@@ -27,11 +32,12 @@ constexpr int kAvRows = 6;
 constexpr int kAvVectors = 4;
 
 #include "encoder/attention_kernel_impl.hpp"
+#include "encoder/gelu_kernel_impl.hpp"
 
 }  // namespace
 
 const KernelSet& scalar_kernels() {
-  static const KernelSet set{Simd::scalar, "scalar", V::width, scratch_floats, attend_head};
+  static const KernelSet set{Simd::scalar, "scalar", V::width, scratch_floats, attend_head, bias_gelu};
   return set;
 }
 

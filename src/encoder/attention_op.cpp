@@ -1,5 +1,6 @@
-// The pe::rope_attention operator: argument checks, kernel choice, threads, and its
-// registration with the dispatcher (see attention.hpp and docs/encoder_speed.md).
+// The pe::rope_attention and pe::bias_gelu_ operators: argument checks, kernel choice,
+// threads, and their registration with the dispatcher (see attention.hpp and
+// docs/encoder_speed.md).
 //
 // Why an operator that the exported files never call: TorchScript resolves every
 // operator a saved file names when the file is loaded, so a model that called
@@ -75,9 +76,11 @@ const KernelSet& kernels_for(Simd simd) {
   return attention::scalar_kernels();
 }
 
-const KernelSet& choose(int64_t head_dim, const std::string& simd) {
-  TORCH_CHECK(simd == "best" || simd == "scalar" || simd == "avx2" || simd == "avx512",
-              "pe::rope_attention: simd must be best, avx512, avx2 or scalar, got \"", simd, "\"");
+// The widest kernel this CPU has, capped by `simd`, whose vector width divides
+// `head_dim`; head_dim 0: any width (for kernels that take a partial last vector).
+const KernelSet& choose(int64_t head_dim, const std::string& simd, const char* op = "pe::rope_attention") {
+  TORCH_CHECK(simd == "best" || simd == "scalar" || simd == "avx2" || simd == "avx512", op,
+              ": simd must be best, avx512, avx2 or scalar, got \"", simd, "\"");
   int level = static_cast<int>(supported_simd());
   if (simd != "best") level = std::min(level, static_cast<int>(parse_simd(simd, Simd::scalar)));
   for (; level > 0; --level) {
@@ -107,11 +110,16 @@ void check_arguments(const at::Tensor& qkv, const at::Tensor& cos_qk, const at::
 }
 
 at::Tensor rope_attention(const at::Tensor& qkv, const at::Tensor& cos_qk, const at::Tensor& sin_qk, int64_t heads,
-                          c10::string_view simd) {
+                          c10::string_view simd, const c10::optional<at::Tensor>& qkv_bias) {
   check_arguments(qkv, cos_qk, sin_qk, heads);
   at::Tensor out = at::empty({qkv.size(0), qkv.size(1), qkv.size(2) / 3}, qkv.options());
-  rope_attention_out(qkv, cos_qk, sin_qk, heads, std::string(simd), out);
+  rope_attention_out(qkv, cos_qk, sin_qk, heads, std::string(simd), out, qkv_bias ? *qkv_bias : at::Tensor());
   return out;
+}
+
+at::Tensor& bias_gelu_op(at::Tensor& x, const c10::optional<at::Tensor>& bias, c10::string_view simd) {
+  bias_gelu_(x, bias ? *bias : at::Tensor(), std::string(simd));
+  return x;
 }
 
 std::string rope_attention_kernel_op(int64_t head_dim, c10::string_view simd) {
@@ -121,8 +129,15 @@ std::string rope_attention_kernel_op(int64_t head_dim, c10::string_view simd) {
 }  // namespace
 
 void rope_attention_out(const at::Tensor& qkv_in, const at::Tensor& cos_in, const at::Tensor& sin_in, int64_t heads,
-                        const std::string& simd, at::Tensor& out) {
+                        const std::string& simd, at::Tensor& out, const at::Tensor& qkv_bias_in) {
   check_arguments(qkv_in, cos_in, sin_in, heads);
+  TORCH_CHECK(!qkv_bias_in.defined() || (qkv_bias_in.device().is_cpu() && qkv_bias_in.scalar_type() == at::kFloat &&
+                                         qkv_bias_in.dim() == 1 && qkv_bias_in.size(0) == qkv_in.size(2)),
+              "pe::rope_attention: qkv_bias must be a float32 CPU vector of ", qkv_in.size(2),
+              " elements (qkv's last dimension), got ",
+              qkv_bias_in.defined() ? qkv_bias_in.sizes() : at::IntArrayRef{});
+  const at::Tensor qkv_bias = qkv_bias_in.defined() ? qkv_bias_in.contiguous() : qkv_bias_in;
+  const float* bias = qkv_bias.defined() ? qkv_bias.data_ptr<float>() : nullptr;
   const at::Tensor qkv = qkv_in.contiguous();
   const at::Tensor cos = cos_in.contiguous();
   const at::Tensor sin = sin_in.contiguous();
@@ -153,6 +168,11 @@ void rope_attention_out(const at::Tensor& qkv_in, const at::Tensor& cos_in, cons
       args.k = args.q + width;
       args.v = args.q + 2 * width;
       args.row_stride = 3 * width;
+      if (bias) {
+        args.q_bias = bias + h * head_dim;
+        args.k_bias = args.q_bias + width;
+        args.v_bias = args.q_bias + 2 * width;
+      }
       args.cos = cos.data_ptr<float>();
       args.sin = sin.data_ptr<float>();
       args.table_stride = 2 * head_dim;
@@ -171,14 +191,41 @@ std::string rope_attention_kernel(int64_t head_dim, const std::string& simd) {
   return choose(head_dim, simd).name;
 }
 
+void bias_gelu_(at::Tensor& x, const at::Tensor& bias, const std::string& simd) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() >= 1,
+              "pe::bias_gelu_: x must be a contiguous float32 CPU tensor of at least 1 dimension, got ",
+              x.scalar_type(), " ", x.device(), x.is_contiguous() ? "" : " (not contiguous)", " of shape ", x.sizes());
+  const int64_t cols = x.size(-1);
+  TORCH_CHECK(!bias.defined() || (bias.device().is_cpu() && bias.scalar_type() == at::kFloat && bias.dim() == 1 &&
+                                  bias.size(0) == cols),
+              "pe::bias_gelu_: bias must be a float32 CPU vector of ", cols, " elements (x's last dimension), got ",
+              bias.defined() ? bias.sizes() : at::IntArrayRef{});
+  const KernelSet& kernels = choose(/*any width*/ 0, simd, "pe::bias_gelu_");
+  if (x.numel() == 0) return;
+  const at::Tensor bias_contiguous = bias.defined() ? bias.contiguous() : bias;
+  float* data = x.data_ptr<float>();
+  const float* bias_data = bias_contiguous.defined() ? bias_contiguous.data_ptr<float>() : nullptr;
+  const int64_t rows = x.numel() / cols;
+  // Rows in chunks of at least 16 (256 KiB for L14's 4096 columns): below that a thread
+  // costs more than it saves.
+  detail::parallel_for(rows, at::get_num_threads(), 16, [&](int64_t begin, int64_t end) {
+    kernels.bias_gelu(data + begin * cols, end - begin, cols, bias_data);
+  });
+}
+
 void register_rope_attention() {}  // referenced by the Encoder so that the linker keeps this file
 
 }  // namespace pe::detail
 
 TORCH_LIBRARY(pe, m) {
-  m.def("rope_attention(Tensor qkv, Tensor cos_qk, Tensor sin_qk, int heads, str simd=\"best\") -> Tensor");
+  m.def("rope_attention(Tensor qkv, Tensor cos_qk, Tensor sin_qk, int heads, str simd=\"best\", "
+        "Tensor? qkv_bias=None) -> Tensor");
   // No tensor arguments, so no dispatch key: the kernel is given with the schema.
   m.def("rope_attention_kernel(int head_dim, str simd=\"best\") -> str", &pe::detail::rope_attention_kernel_op);
+  m.def("bias_gelu_(Tensor(a!) x, Tensor? bias=None, str simd=\"best\") -> Tensor(a!)");
 }
 
-TORCH_LIBRARY_IMPL(pe, CPU, m) { m.impl("rope_attention", &pe::detail::rope_attention); }
+TORCH_LIBRARY_IMPL(pe, CPU, m) {
+  m.impl("rope_attention", &pe::detail::rope_attention);
+  m.impl("bias_gelu_", &pe::detail::bias_gelu_op);
+}

@@ -130,6 +130,49 @@ def test_rows_of_only_negative_scores(simd, tokens):
     np.testing.assert_allclose(out.double().numpy(), expected.numpy(), rtol=0, atol=2e-5)
 
 
+@pytest.mark.parametrize("simd", KERNELS)
+def test_qkv_bias_is_added_before_everything(simd):
+    # The Encoder's qkv GEMM leaves the in-projection's bias to the kernel.
+    grid, heads, dim = 7, 2, 64
+    cos_qk, sin_qk = tables(grid, dim)
+    generator = torch.Generator().manual_seed(11)
+    qkv = torch.randn(2, grid * grid + 1, 3 * heads * dim, generator=generator)
+    bias = torch.randn(3 * heads * dim, generator=generator)
+    out = torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, heads, simd, bias)
+    np.testing.assert_allclose(out.double().numpy(), naive_attention(qkv + bias, cos_qk, sin_qk, heads).numpy(),
+                               rtol=0, atol=3e-6)
+    with pytest.raises(RuntimeError, match="qkv_bias must be a float32 CPU vector of 384"):
+        torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, heads, simd, bias[:-1])
+
+
+@pytest.mark.parametrize("simd", KERNELS)
+@pytest.mark.parametrize("cols", [4096, 37, 5])  # L14's MLP width; partial last vectors
+def test_bias_gelu_matches_exact_gelu(simd, cols):
+    generator = torch.Generator().manual_seed(cols)
+    # Activations of a few units, and the tails: far negative (where 1 + erf cancels),
+    # large positive, and beyond the kernels' clamp of |x| / sqrt 2 at 9.
+    x = torch.cat([torch.randn(40, cols, generator=generator) * 3,
+                   torch.linspace(-30, 30, 3 * cols).view(3, cols)])
+    bias = torch.randn(cols, generator=generator)
+    expected = torch.nn.functional.gelu(x.double() + bias.double())  # erf GELU in float64
+    out = x.clone()
+    assert torch.ops.pe.bias_gelu_(out, bias, simd) is out
+    # A&S 7.1.26's erf is within 1.5e-7, as ATen's own vectorized erf.
+    assert float(((out.double() - expected).abs() / expected.abs().clamp_min(1.0)).max()) < 3e-7
+    no_bias = x.clone()
+    torch.ops.pe.bias_gelu_(no_bias, None, simd)
+    assert float(((no_bias.double() - torch.nn.functional.gelu(x.double())).abs()).max()) < 3e-6
+
+
+def test_bias_gelu_checks_its_arguments():
+    with pytest.raises(RuntimeError, match="bias must be a float32 CPU vector of 8 elements"):
+        torch.ops.pe.bias_gelu_(torch.zeros(2, 8), torch.zeros(7))
+    with pytest.raises(RuntimeError, match="contiguous float32 CPU tensor"):
+        torch.ops.pe.bias_gelu_(torch.zeros(8, 2).t(), None)
+    with pytest.raises(RuntimeError, match="simd must be"):
+        torch.ops.pe.bias_gelu_(torch.zeros(2, 8), None, "sse")
+
+
 def test_bad_arguments_name_the_problem():
     cos_qk, sin_qk = tables(2, 16)
     qkv = torch.randn(1, 5, 3 * 64)
