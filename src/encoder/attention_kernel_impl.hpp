@@ -6,9 +6,9 @@
 // instantiations would be shared with baseline code by the linker.
 //
 // Per head (q, k and v first get the in-projection's bias when the caller passes it, so
-// that the qkv GEMM need not start from a copy of it): K is rotated a vector at a time and packed transposed in tiles of
-// kTile key columns (each tile dim x kTile floats, contiguous, so the QK micro-kernel
-// reads one sequential stream); V is copied contiguous. Then blocks of kBlockRows
+// that the qkv GEMM need not start from a copy of it): K is rotated a vector at a time
+// and packed transposed in tiles of kTile key columns (each tile dim x kTile floats,
+// contiguous, so the QK micro-kernel reads one sequential stream); V is copied contiguous. Then blocks of kBlockRows
 // query rows are rotated, their scores computed by a register-blocked
 // kQkRows x (2 vectors) micro-kernel that also keeps each row's running maximum,
 // exponentiated in place with their sum, and multiplied into V by a
