@@ -22,7 +22,8 @@ struct V {
   static reg max(reg a, reg b) { return _mm512_max_ps(a, b); }
   // The AVX2 kernel's expf (Cephes, about 1 ulp, inputs clamped at -87.3), with
   // n = round(x log2 e) and the 2^n scaling done by scalef instead of building the
-  // exponent bits (fewer instructions: the softmax 1.67 -> 1.31 ms per L14 image on one thread).
+  // exponent bits (fewer instructions: the softmax of an L14 image on one thread
+  // 1.67 -> 1.31 ms).
   static reg exp(reg x) {
     x = _mm512_max_ps(x, _mm512_set1_ps(-87.33654f));
     const reg n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
