@@ -90,6 +90,15 @@ const KernelSet& choose(int64_t head_dim, const std::string& simd, const char* o
   return attention::scalar_kernels();
 }
 
+// `bias` undefined, or a float32 CPU vector of `size` elements (`what` says which
+// dimension of the input it must match).
+void check_bias(const at::Tensor& bias, int64_t size, const char* name, const char* what) {
+  TORCH_CHECK(!bias.defined() ||
+                  (bias.device().is_cpu() && bias.scalar_type() == at::kFloat && bias.dim() == 1 && bias.size(0) == size),
+              name, " must be a float32 CPU vector of ", size, " elements (", what, "), got ",
+              bias.defined() ? bias.sizes() : at::IntArrayRef{});
+}
+
 void check_arguments(const at::Tensor& qkv, const at::Tensor& cos_qk, const at::Tensor& sin_qk, int64_t heads) {
   TORCH_CHECK(qkv.device().is_cpu() && qkv.scalar_type() == at::kFloat && qkv.dim() == 3,
               "pe::rope_attention: qkv must be a float32 CPU tensor [B, N, 3 * width], got ", qkv.scalar_type(), " ",
@@ -131,11 +140,7 @@ std::string rope_attention_kernel_op(int64_t head_dim, c10::string_view simd) {
 void rope_attention_out(const at::Tensor& qkv_in, const at::Tensor& cos_in, const at::Tensor& sin_in, int64_t heads,
                         const std::string& simd, at::Tensor& out, const at::Tensor& qkv_bias_in) {
   check_arguments(qkv_in, cos_in, sin_in, heads);
-  TORCH_CHECK(!qkv_bias_in.defined() || (qkv_bias_in.device().is_cpu() && qkv_bias_in.scalar_type() == at::kFloat &&
-                                         qkv_bias_in.dim() == 1 && qkv_bias_in.size(0) == qkv_in.size(2)),
-              "pe::rope_attention: qkv_bias must be a float32 CPU vector of ", qkv_in.size(2),
-              " elements (qkv's last dimension), got ",
-              qkv_bias_in.defined() ? qkv_bias_in.sizes() : at::IntArrayRef{});
+  check_bias(qkv_bias_in, qkv_in.size(2), "pe::rope_attention: qkv_bias", "qkv's last dimension");
   const at::Tensor qkv_bias = qkv_bias_in.defined() ? qkv_bias_in.contiguous() : qkv_bias_in;
   const float* bias = qkv_bias.defined() ? qkv_bias.data_ptr<float>() : nullptr;
   const at::Tensor qkv = qkv_in.contiguous();
@@ -196,10 +201,7 @@ void bias_gelu_(at::Tensor& x, const at::Tensor& bias, const std::string& simd) 
               "pe::bias_gelu_: x must be a contiguous float32 CPU tensor of at least 1 dimension, got ",
               x.scalar_type(), " ", x.device(), x.is_contiguous() ? "" : " (not contiguous)", " of shape ", x.sizes());
   const int64_t cols = x.size(-1);
-  TORCH_CHECK(!bias.defined() || (bias.device().is_cpu() && bias.scalar_type() == at::kFloat && bias.dim() == 1 &&
-                                  bias.size(0) == cols),
-              "pe::bias_gelu_: bias must be a float32 CPU vector of ", cols, " elements (x's last dimension), got ",
-              bias.defined() ? bias.sizes() : at::IntArrayRef{});
+  check_bias(bias, cols, "pe::bias_gelu_: bias", "x's last dimension");
   const KernelSet& kernels = choose(/*any width*/ 0, simd, "pe::bias_gelu_");
   if (x.numel() == 0) return;
   const at::Tensor bias_contiguous = bias.defined() ? bias.contiguous() : bias;

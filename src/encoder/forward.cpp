@@ -172,8 +172,10 @@ std::unique_ptr<NativeForward> NativeForward::from_module(const torch::jit::Modu
 
 at::Tensor NativeForward::linear(const Linear& layer, const at::Tensor& x, at::Tensor* out, GemmRoute route) const {
   if (route == GemmRoute::openblas) {
-    if (out) return at::addmm_out(*out, layer.bias, x, layer.weight.t());
-    return at::addmm(layer.bias, x, layer.weight.t());
+    // Plain products: addmm would first copy the bias into every output row (measured
+    // 1.25 ms of a 58 ms L14 block); the caller's next pass adds it (bias_left_out).
+    TORCH_INTERNAL_ASSERT(out, "the openblas route writes into the caller's buffer");
+    return at::mm_out(*out, x, layer.weight.t());
   }
   const at::Tensor& weight = route == GemmRoute::onednn_packed && layer.packed.defined() ? layer.packed : layer.weight;
   return at::mkldnn_linear(x.to_mkldnn(), weight, layer.bias).to_dense();
@@ -190,8 +192,8 @@ void NativeForward::add_linear(at::Tensor& residual, const Linear& layer, const 
 
 double NativeForward::time_route(GemmRoute route) const {
   // The model's own first MLP layer on a full micro-batch (the shape the forward runs;
-  // one image's 577 rows ranked the routes differently), with the output handling of
-  // the forward: a reused buffer for openblas, fresh outputs for oneDNN.
+  // one image's 577 rows ranked the routes differently), called as the forward calls
+  // it: plain products into a reused buffer for openblas, fresh outputs for oneDNN.
   const Block& block = blocks_[0];
   const int64_t rows = micro_batch_ * tokens_;
   const at::Tensor x = at::randn({rows, width_});
@@ -296,21 +298,18 @@ at::Tensor NativeForward::forward(const at::Tensor& images) const {
     x = at::layer_norm(x + pos_, {width_}, ln_pre_w_, ln_pre_b_, eps_).contiguous();
     at::Tensor x2d = x.view({rows, width_});
     at::Tensor merged3d = workspace->merged.view({count, tokens_, width_});
+    // Where linear() leaves the bias out, the kernel after it adds it: the attention
+    // kernel qkv's, the GELU pass fc1's.
+    const bool bias_left = bias_left_out(route_);
     for (const Block& block : blocks_) {
       at::Tensor h = at::layer_norm(x2d, {width_}, block.ln1_w, block.ln1_b, eps_);
-      // On the openblas route the GEMMs write plain products and the kernels after them
-      // add the bias (addmm would first copy it into every output row: measured 1.25 ms
-      // of a 58 ms L14 block); the oneDNN routes add it themselves.
-      const bool products_only = route_ == GemmRoute::openblas;
-      at::Tensor qkv = products_only ? at::mm_out(workspace->qkv, h, block.qkv.weight.t())
-                                     : linear(block.qkv, h, nullptr, route_);
+      at::Tensor qkv = linear(block.qkv, h, &workspace->qkv, route_);
       rope_attention_out(qkv.view({count, tokens_, 3 * width_}), cos_qk_, sin_qk_, heads_, "best", merged3d,
-                         products_only ? block.qkv.bias : at::Tensor());
+                         bias_left ? block.qkv.bias : at::Tensor());
       add_linear(x2d, block.out_proj, workspace->merged, route_);
       h = at::layer_norm(x2d, {width_}, block.ln2_w, block.ln2_b, eps_);
-      at::Tensor hidden = products_only ? at::mm_out(workspace->hidden, h, block.fc1.weight.t())
-                                        : linear(block.fc1, h, nullptr, route_);
-      bias_gelu_(hidden, products_only ? block.fc1.bias : at::Tensor());
+      at::Tensor hidden = linear(block.fc1, h, &workspace->hidden, route_);
+      bias_gelu_(hidden, bias_left ? block.fc1.bias : at::Tensor());
       add_linear(x2d, block.fc2, hidden, route_);
     }
     release(std::move(workspace));

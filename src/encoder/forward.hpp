@@ -56,7 +56,10 @@ class NativeForward {
   struct Workspace;
 
   NativeForward() = default;
+  /// x W^T on `route`: on openblas the plain products, written into *out (the caller
+  /// adds the bias in its next pass); on the oneDNN routes a fresh output, bias added.
   at::Tensor linear(const Linear& layer, const at::Tensor& x, at::Tensor* out, GemmRoute route) const;
+  static bool bias_left_out(GemmRoute route) { return route == GemmRoute::openblas; }
   void add_linear(at::Tensor& residual, const Linear& layer, const at::Tensor& x, GemmRoute route) const;
   double time_route(GemmRoute route) const;
   std::unique_ptr<Workspace> acquire(int64_t rows) const;
