@@ -10,10 +10,13 @@ and memory handling as the code it stands for, and times each operator group wit
 * ``script-onednn``: the same with the Linear layers through oneDNN, what pe::Encoder ran
   before its own forward (the TorchScript file with ``onednn_linears``);
 * ``native``: what pe::Encoder's forward runs now: the Linear layers on a GEMM route
-  (``openblas`` / ``onednn`` / ``onednn-packed``; on ``openblas`` the qkv and fc1 GEMMs
-  without their bias), attention through the fused ``pe::rope_attention`` operator
-  (the qkv bias, RoPE, scaled QK^T, softmax and AV in one pass) and GELU through
-  ``pe::bias_gelu_`` (fc1's bias and GELU in one pass).
+  (``openblas`` / ``onednn`` / ``onednn-packed``), attention through the fused
+  ``pe::rope_attention`` operator (the qkv bias, RoPE, scaled QK^T, softmax and AV in
+  one pass) and GELU through ``pe::bias_gelu_``. On ``openblas`` the GEMMs write into
+  reused buffers without their bias, out_proj and fc2 accumulating straight into the
+  residual stream; the attention kernel adds qkv's bias, ``pe::bias_gelu_`` fc1's, and
+  ``pe::bias_layer_norm_`` out_proj's and fc2's in the LayerNorm pass after them (so
+  its LayerNorm row includes those adds).
 
 Each group's time is reported per image, as a share of the replay, and against the
 GEMM limit: the time the block's matmul FLOPs would take at the sgemm rate measured in
@@ -40,9 +43,9 @@ class _Timer:
     def __init__(self):
         self.seconds = OrderedDict((name, 0.0) for name in GROUPS)
 
-    def __call__(self, group, fn, *args):
+    def __call__(self, group, fn, *args, **kwargs):
         start = time.perf_counter()
-        out = fn(*args)
+        out = fn(*args, **kwargs)
         self.seconds[group] += time.perf_counter() - start
         return out
 
@@ -62,8 +65,34 @@ def _block_flops(tokens, width, mlp_width):
             "fused attention": 4 * tokens * tokens * width}
 
 
-def replay_block(block, x, cos_qk, sin_qk, timer, mode, route="openblas", packed=None):
+def _replay_native_openblas(block, x, cos_qk, sin_qk, timer, buffers):
+    """The own forward's block on the openblas route, as forward.cpp runs it."""
+    attn, mlp = block.attn, block.mlp
+    batch, tokens, width = x.shape
+    rows = batch * tokens
+    x2d = x.view(rows, width)
+    if rows not in buffers:  # the forward's reused buffers for qkv and the MLP activations
+        buffers[rows] = (torch.empty(rows, 3 * width), torch.empty(rows, mlp.c_fc.out_features))
+    qkv, hidden = buffers[rows]
+    ops = torch.ops.pe
+    # The first LayerNorm adds the previous block's fc2 bias (here this block's: the same size).
+    h = timer("LayerNorm", ops.bias_layer_norm_, x2d, mlp.c_proj.bias, block.ln_1.weight, block.ln_1.bias,
+              block.ln_1.eps)
+    timer("Linear qkv", torch.mm, h, attn.in_proj_weight.t(), out=qkv)
+    merged = timer("fused attention", ops.rope_attention, qkv.view(batch, tokens, 3 * width), cos_qk, sin_qk,
+                   attn.heads, "best", attn.in_proj_bias)
+    timer("Linear out_proj", x2d.addmm_, merged.view(rows, width), attn.out_proj.weight.t())
+    h = timer("LayerNorm", ops.bias_layer_norm_, x2d, attn.out_proj.bias, block.ln_2.weight, block.ln_2.bias,
+              block.ln_2.eps)
+    timer("Linear fc1", torch.mm, h, mlp.c_fc.weight.t(), out=hidden)
+    timer("GELU", ops.bias_gelu_, hidden, mlp.c_fc.bias)
+    timer("Linear fc2", x2d.addmm_, hidden, mlp.c_proj.weight.t())
+
+
+def replay_block(block, x, cos_qk, sin_qk, timer, mode, route="openblas", packed=None, buffers=None):
     """One block, x [B, N, W] updated in place, each operator group timed."""
+    if mode == "native" and route == "openblas":
+        return _replay_native_openblas(block, x, cos_qk, sin_qk, timer, buffers if buffers is not None else {})
     attn, mlp = block.attn, block.mlp
     batch, tokens, width = x.shape
     heads, head_dim = attn.heads, attn.head_dim
@@ -72,17 +101,11 @@ def replay_block(block, x, cos_qk, sin_qk, timer, mode, route="openblas", packed
     x2d = x.view(rows, width)
     h = timer("LayerNorm", F.layer_norm, x, (width,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
     linear_route = "openblas" if mode == "eager" else ("onednn" if mode == "script-onednn" else route)
-    # The own forward's openblas route: plain GEMM products, the biases added by the
-    # kernels after them (qkv's by the attention kernel, fc1's by the GELU pass).
-    products_only = mode == "native" and route == "openblas"
-    if products_only:
-        qkv = timer("Linear qkv", torch.mm, h.view(rows, width), attn.in_proj_weight.t())
-    else:
-        qkv = timer("Linear qkv", _linear, linear_route, h.view(rows, width), attn.in_proj_weight,
-                    attn.in_proj_bias, packed.get("qkv"))
+    qkv = timer("Linear qkv", _linear, linear_route, h.view(rows, width), attn.in_proj_weight, attn.in_proj_bias,
+                packed.get("qkv"))
     if mode == "native":
         merged = timer("fused attention", torch.ops.pe.rope_attention, qkv.view(batch, tokens, 3 * width),
-                       cos_qk, sin_qk, heads, "best", attn.in_proj_bias if products_only else None)
+                       cos_qk, sin_qk, heads)
     else:
         qkv = qkv.view(batch, tokens, 3, heads, head_dim)
         qk = qkv[:, :, :2]
@@ -119,13 +142,10 @@ def replay_block(block, x, cos_qk, sin_qk, timer, mode, route="openblas", packed
                      attn.out_proj.bias, packed.get("out_proj"))
     timer("residual/bias adds", x2d.add_, attended)
     h = timer("LayerNorm", F.layer_norm, x, (width,), block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
-    if products_only:
-        hidden = timer("Linear fc1", torch.mm, h.view(rows, width), mlp.c_fc.weight.t())
-    else:
-        hidden = timer("Linear fc1", _linear, linear_route, h.view(rows, width), mlp.c_fc.weight, mlp.c_fc.bias,
-                       packed.get("fc1"))
+    hidden = timer("Linear fc1", _linear, linear_route, h.view(rows, width), mlp.c_fc.weight, mlp.c_fc.bias,
+                   packed.get("fc1"))
     if mode == "native":
-        timer("GELU", torch.ops.pe.bias_gelu_, hidden, mlp.c_fc.bias if products_only else None)
+        timer("GELU", torch.ops.pe.bias_gelu_, hidden)
     else:
         timer("GELU", torch._C._nn.gelu_, hidden)
     out = timer("Linear fc2", _linear, linear_route, hidden, mlp.c_proj.weight, mlp.c_proj.bias, packed.get("fc2"))
@@ -155,13 +175,13 @@ def breakdown(config, batch, layers, mode, sgemm_gflops, route="openblas", seed=
                           "out_proj": block.attn.out_proj.weight.to_mkldnn(),
                           "fc1": block.mlp.c_fc.weight.to_mkldnn(), "fc2": block.mlp.c_proj.weight.to_mkldnn()}
                          if mode == "native" and route == "onednn-packed" else {})
-        warm = _Timer()
+        warm, buffers = _Timer(), {}
         for part in x.split(micro):
-            replay_block(blocks[0], part, cos_qk, sin_qk, warm, mode, route, packs[0])
+            replay_block(blocks[0], part, cos_qk, sin_qk, warm, mode, route, packs[0], buffers)
         timer = _Timer()
         for block, pack in zip(blocks, packs):
             for part in x.split(micro):
-                replay_block(block, part, cos_qk, sin_qk, timer, mode, route, pack)
+                replay_block(block, part, cos_qk, sin_qk, timer, mode, route, pack, buffers)
     per_image = {name: s / (batch * len(blocks)) for name, s in timer.seconds.items()}
     total = sum(per_image.values())
     flops = _block_flops(tokens, cfg.width, cfg.mlp_width)

@@ -1,9 +1,10 @@
 #pragma once
 // pe::rope_attention: 2-D-RoPE multi-head self-attention in one fused CPU operator
-// (and pe::bias_gelu_, the MLP's bias + GELU pass, on the same kernels and threads),
-// registered with the dispatcher (TORCH_LIBRARY(pe), attention_op.cpp) so that
-// Python code reaches it as torch.ops.pe.rope_attention once the package's native
-// module is loaded, and called directly by pe::Encoder's own forward (forward.cpp).
+// (and pe::bias_gelu_, the MLP's bias + GELU pass, and pe::bias_layer_norm_, a pending
+// bias add + LayerNorm, on the same kernels and threads), registered with the
+// dispatcher (TORCH_LIBRARY(pe), attention_op.cpp) so that Python code reaches it as
+// torch.ops.pe.rope_attention once the package's native module is loaded, and called
+// directly by pe::Encoder's own forward (forward.cpp).
 //
 // qkv [B, N, 3 * W] float32 (the fused in-projection's output: q, k, v of head h at
 // columns h*D, W + h*D, 2W + h*D), cos_qk and sin_qk [N, 2, 1, D] (pe_core's RoPE
@@ -40,6 +41,14 @@ std::string rope_attention_kernel(int64_t head_dim, const std::string& simd = "b
 /// and at::get_num_threads() plain threads; x float32, contiguous. The Encoder's MLP
 /// runs it on the fc1 GEMM's output (gelu_kernel_impl.hpp says why).
 void bias_gelu_(at::Tensor& x, const at::Tensor& bias, const std::string& simd = "best");
+
+/// pe::bias_layer_norm_: x += bias in place (bias over x's last dimension, may be
+/// undefined), then out = layer_norm(x, [x.size(-1)], weight, ln_bias, eps), on the
+/// same kernel choice and threads; x float32 and contiguous, out a contiguous float32
+/// tensor of x's size (not x). The Encoder's blocks run it where out_proj and fc2 left
+/// their bias out of the residual stream (layer_norm_kernel_impl.hpp says why).
+void bias_layer_norm_out(at::Tensor& x, const at::Tensor& bias, const at::Tensor& weight, const at::Tensor& ln_bias,
+                         double eps, at::Tensor& out, const std::string& simd = "best");
 
 /// Makes sure the operators are registered (the object file with TORCH_LIBRARY is linked).
 void register_rope_attention();

@@ -1,7 +1,8 @@
 #pragma once
 // The encoder's vector kernels, one copy per instruction set: the fused RoPE attention
-// behind the pe::rope_attention operator and the MLP's bias + GELU pass behind
-// pe::bias_gelu_ (both registered in attention_op.cpp). Torch-free: the kernel files
+// behind the pe::rope_attention operator, the MLP's bias + GELU pass behind
+// pe::bias_gelu_ and the bias add + LayerNorm behind pe::bias_layer_norm_ (all
+// registered in attention_op.cpp). Torch-free: the kernel files
 // are compiled with their ISA's flags (attention_kernels_avx2.cpp, _avx512.cpp),
 // and nothing compiled with those flags may be an inline function or template
 // the linker could pick for code that runs on an older CPU; so the kernels see
@@ -55,6 +56,11 @@ struct KernelSet {
   /// data[r][c] = GELU(data[r][c] + bias[c]) in place, rows x cols row-major floats, any
   /// cols; bias may be null (gelu_kernel_impl.hpp says how GELU is computed).
   void (*bias_gelu)(float* data, int64_t rows, int64_t cols, const float* bias);
+  /// x[r] += bias (written back; bias may be null), then out[r] = LayerNorm(x[r]) with
+  /// gamma, beta and eps, rows x cols row-major floats, any cols
+  /// (layer_norm_kernel_impl.hpp says why one pass).
+  void (*bias_layer_norm)(float* x, int64_t rows, int64_t cols, const float* bias, const float* gamma,
+                          const float* beta, float eps, float* out);
 };
 
 const KernelSet& scalar_kernels();

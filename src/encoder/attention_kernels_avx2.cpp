@@ -1,8 +1,11 @@
-// The fused attention kernel and the bias + GELU pass for AVX2 + FMA (8 floats a
-// register; this file alone is compiled with -mavx2 -mfma, see attention_kernels.hpp
-// for the rules it follows).
+// The fused attention kernel and the bias + GELU and bias + LayerNorm passes for AVX2
+// + FMA (8 floats a register; this file alone is compiled with -mavx2 -mfma, see
+// attention_kernels.hpp for the rules it follows).
 
 #include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
 
 #include "encoder/attention_kernels.hpp"
 
@@ -48,6 +51,11 @@ struct V {
     return _mm256_mul_ps(r, _mm256_fnmadd_ps(x, r, _mm256_set1_ps(2.0f)));
   }
   static reg select_negative(reg x, reg a, reg b) { return _mm256_blendv_ps(b, a, x); }  // by x's sign bit
+  static float sum(reg x) {
+    const __m128 half = _mm_add_ps(_mm256_castps256_ps128(x), _mm256_extractf128_ps(x, 1));
+    const __m128 pairs = _mm_add_ps(half, _mm_movehl_ps(half, half));
+    return _mm_cvtss_f32(_mm_add_ss(pairs, _mm_movehdup_ps(pairs)));
+  }
   static float first(reg x) { return _mm256_cvtss_f32(x); }
 };
 // Micro-tiles of 6 rows x 2 registers of accumulators (12 of the 16 ymm registers, the
@@ -58,11 +66,12 @@ constexpr int kAvVectors = 2;
 
 #include "encoder/attention_kernel_impl.hpp"
 #include "encoder/gelu_kernel_impl.hpp"
+#include "encoder/layer_norm_kernel_impl.hpp"
 
 }  // namespace
 
 const KernelSet& avx2_kernels() {
-  static const KernelSet set{Simd::avx2, "avx2", V::width, scratch_floats, attend_head, bias_gelu};
+  static const KernelSet set{Simd::avx2, "avx2", V::width, scratch_floats, attend_head, bias_gelu, bias_layer_norm};
   return set;
 }
 

@@ -1,8 +1,11 @@
-// The fused attention kernel and the bias + GELU pass for AVX-512F (16 floats a
-// register; this file alone is compiled with -mavx512f, see attention_kernels.hpp for
-// the rules it follows).
+// The fused attention kernel and the bias + GELU and bias + LayerNorm passes for
+// AVX-512F (16 floats a register; this file alone is compiled with -mavx512f, see
+// attention_kernels.hpp for the rules it follows).
 
 #include <immintrin.h>
+
+#include <algorithm>
+#include <cmath>
 
 #include "encoder/attention_kernels.hpp"
 
@@ -51,6 +54,7 @@ struct V {
   static reg select_negative(reg x, reg a, reg b) {
     return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_LT_OQ), b, a);
   }
+  static float sum(reg x) { return _mm512_reduce_add_ps(x); }
   static float first(reg x) { return _mm512_cvtss_f32(x); }
 };
 // QK: 12 rows x 2 registers of accumulators (24 of the 32 zmm registers), which halves
@@ -61,11 +65,12 @@ constexpr int kAvVectors = 4;
 
 #include "encoder/attention_kernel_impl.hpp"
 #include "encoder/gelu_kernel_impl.hpp"
+#include "encoder/layer_norm_kernel_impl.hpp"
 
 }  // namespace
 
 const KernelSet& avx512_kernels() {
-  static const KernelSet set{Simd::avx512, "avx512", V::width, scratch_floats, attend_head, bias_gelu};
+  static const KernelSet set{Simd::avx512, "avx512", V::width, scratch_floats, attend_head, bias_gelu, bias_layer_norm};
   return set;
 }
 

@@ -1,6 +1,8 @@
-// The fused attention kernel and the bias + GELU pass in plain C++: CPUs without AVX2,
-// and head sizes the vector kernels do not cover (see attention_op.cpp).
+// The fused attention kernel and the bias + GELU and bias + LayerNorm passes in plain
+// C++: CPUs without AVX2, and head sizes the vector kernels do not cover (see
+// attention_op.cpp).
 
+#include <algorithm>
 #include <cmath>
 
 #include "encoder/attention_kernels.hpp"
@@ -25,6 +27,7 @@ struct V {
   static reg abs(reg x) { return std::fabs(x); }
   static reg reciprocal(reg x) { return 1.0f / x; }
   static reg select_negative(reg x, reg a, reg b) { return x < 0.0f ? a : b; }
+  static float sum(reg x) { return x; }
   static float first(reg x) { return x; }
 };
 constexpr int kQkRows = 6;
@@ -33,11 +36,12 @@ constexpr int kAvVectors = 4;
 
 #include "encoder/attention_kernel_impl.hpp"
 #include "encoder/gelu_kernel_impl.hpp"
+#include "encoder/layer_norm_kernel_impl.hpp"
 
 }  // namespace
 
 const KernelSet& scalar_kernels() {
-  static const KernelSet set{Simd::scalar, "scalar", V::width, scratch_floats, attend_head, bias_gelu};
+  static const KernelSet set{Simd::scalar, "scalar", V::width, scratch_floats, attend_head, bias_gelu, bias_layer_norm};
   return set;
 }
 

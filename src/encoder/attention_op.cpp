@@ -1,6 +1,6 @@
-// The pe::rope_attention and pe::bias_gelu_ operators: argument checks, kernel choice,
-// threads, and their registration with the dispatcher (see attention.hpp and
-// docs/encoder_speed.md).
+// The pe::rope_attention, pe::bias_gelu_ and pe::bias_layer_norm_ operators: argument
+// checks, kernel choice, threads, and their registration with the dispatcher (see
+// attention.hpp and docs/encoder_speed.md).
 //
 // Why an operator that the exported files never call: TorchScript resolves every
 // operator a saved file names when the file is loaded, so a model that called
@@ -131,6 +131,13 @@ at::Tensor& bias_gelu_op(at::Tensor& x, const c10::optional<at::Tensor>& bias, c
   return x;
 }
 
+at::Tensor bias_layer_norm_op(at::Tensor& x, const c10::optional<at::Tensor>& bias, const at::Tensor& weight,
+                              const at::Tensor& ln_bias, double eps, c10::string_view simd) {
+  at::Tensor out = at::empty_like(x, at::MemoryFormat::Contiguous);
+  bias_layer_norm_out(x, bias ? *bias : at::Tensor(), weight, ln_bias, eps, out, std::string(simd));
+  return out;
+}
+
 std::string rope_attention_kernel_op(int64_t head_dim, c10::string_view simd) {
   return rope_attention_kernel(head_dim, std::string(simd));
 }
@@ -215,6 +222,37 @@ void bias_gelu_(at::Tensor& x, const at::Tensor& bias, const std::string& simd) 
   });
 }
 
+void bias_layer_norm_out(at::Tensor& x, const at::Tensor& bias, const at::Tensor& weight, const at::Tensor& ln_bias,
+                         double eps, at::Tensor& out, const std::string& simd) {
+  TORCH_CHECK(x.device().is_cpu() && x.scalar_type() == at::kFloat && x.is_contiguous() && x.dim() >= 1 &&
+                  x.size(-1) > 0,
+              "pe::bias_layer_norm_: x must be a contiguous float32 CPU tensor with a last dimension, got ",
+              x.scalar_type(), " ", x.device(), x.is_contiguous() ? "" : " (not contiguous)", " of shape ", x.sizes());
+  const int64_t cols = x.size(-1);
+  check_bias(bias, cols, "pe::bias_layer_norm_: bias", "x's last dimension");
+  TORCH_CHECK(weight.defined() && ln_bias.defined(), "pe::bias_layer_norm_: the LayerNorm weight and bias are required");
+  check_bias(weight, cols, "pe::bias_layer_norm_: weight", "x's last dimension");
+  check_bias(ln_bias, cols, "pe::bias_layer_norm_: ln_bias", "x's last dimension");
+  TORCH_CHECK(eps > 0, "pe::bias_layer_norm_: eps must be positive, got ", eps);
+  TORCH_CHECK(out.is_contiguous() && out.scalar_type() == at::kFloat && out.numel() == x.numel() &&
+                  !out.is_same(x),
+              "pe::bias_layer_norm_: out must be a contiguous float32 tensor of ", x.numel(),
+              " elements, not x itself");
+  const KernelSet& kernels = choose(/*any width*/ 0, simd, "pe::bias_layer_norm_");
+  if (x.numel() == 0) return;
+  const at::Tensor bias_contiguous = bias.defined() ? bias.contiguous() : bias;
+  const at::Tensor gamma = weight.contiguous(), beta = ln_bias.contiguous();
+  float* data = x.data_ptr<float>();
+  float* target = out.data_ptr<float>();
+  const float* bias_data = bias_contiguous.defined() ? bias_contiguous.data_ptr<float>() : nullptr;
+  const int64_t rows = x.numel() / cols;
+  // Chunks of at least 64 rows (256 KiB for L14's 1024 columns), as for bias_gelu_.
+  detail::parallel_for(rows, at::get_num_threads(), 64, [&](int64_t begin, int64_t end) {
+    kernels.bias_layer_norm(data + begin * cols, end - begin, cols, bias_data, gamma.data_ptr<float>(),
+                            beta.data_ptr<float>(), static_cast<float>(eps), target + begin * cols);
+  });
+}
+
 void register_rope_attention() {}  // referenced by the Encoder so that the linker keeps this file
 
 }  // namespace pe::detail
@@ -225,9 +263,12 @@ TORCH_LIBRARY(pe, m) {
   // No tensor arguments, so no dispatch key: the kernel is given with the schema.
   m.def("rope_attention_kernel(int head_dim, str simd=\"best\") -> str", &pe::detail::rope_attention_kernel_op);
   m.def("bias_gelu_(Tensor(a!) x, Tensor? bias=None, str simd=\"best\") -> Tensor(a!)");
+  m.def("bias_layer_norm_(Tensor(a!) x, Tensor? bias, Tensor weight, Tensor ln_bias, float eps=1e-5, "
+        "str simd=\"best\") -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(pe, CPU, m) {
   m.impl("rope_attention", &pe::detail::rope_attention);
   m.impl("bias_gelu_", &pe::detail::bias_gelu_op);
+  m.impl("bias_layer_norm_", &pe::detail::bias_layer_norm_op);
 }

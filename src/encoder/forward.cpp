@@ -49,7 +49,7 @@ c10::optional<c10::IValue> constant(const torch::jit::Module& module, const std:
 // not mapped and page-faulted again each call.
 struct NativeForward::Workspace {
   int64_t rows = 0;
-  at::Tensor qkv, merged, hidden;
+  at::Tensor qkv, merged, hidden, normed;
 };
 
 NativeForward::~NativeForward() = default;
@@ -183,8 +183,7 @@ at::Tensor NativeForward::linear(const Linear& layer, const at::Tensor& x, at::T
 
 void NativeForward::add_linear(at::Tensor& residual, const Linear& layer, const at::Tensor& x, GemmRoute route) const {
   if (route == GemmRoute::openblas) {
-    residual.addmm_(x, layer.weight.t());
-    residual.add_(layer.bias);
+    residual.addmm_(x, layer.weight.t());  // the bias is left to the next LayerNorm pass
   } else {
     residual.add_(linear(layer, x, nullptr, route));
   }
@@ -271,6 +270,7 @@ std::unique_ptr<NativeForward::Workspace> NativeForward::acquire(int64_t rows) c
   workspace->qkv = at::empty({rows, 3 * width_});
   workspace->merged = at::empty({rows, width_});
   workspace->hidden = at::empty({rows, mlp_});
+  workspace->normed = at::empty({rows, width_});
   return workspace;
 }
 
@@ -298,22 +298,29 @@ at::Tensor NativeForward::forward(const at::Tensor& images) const {
     x = at::layer_norm(x + pos_, {width_}, ln_pre_w_, ln_pre_b_, eps_).contiguous();
     at::Tensor x2d = x.view({rows, width_});
     at::Tensor merged3d = workspace->merged.view({count, tokens_, width_});
-    // Where linear() leaves the bias out, the kernel after it adds it: the attention
-    // kernel qkv's, the GELU pass fc1's.
+    // Where linear() and add_linear() leave the bias out, the kernel after them adds it:
+    // the attention kernel qkv's, the GELU pass fc1's, the LayerNorm pass after them
+    // out_proj's and fc2's (into the residual stream x2d).
     const bool bias_left = bias_left_out(route_);
+    const at::Tensor none;
+    const at::Tensor* pending = &none;  // the bias the residual stream still lacks
+    at::Tensor& h = workspace->normed;
     for (const Block& block : blocks_) {
-      at::Tensor h = at::layer_norm(x2d, {width_}, block.ln1_w, block.ln1_b, eps_);
+      bias_layer_norm_out(x2d, *pending, block.ln1_w, block.ln1_b, eps_, h);
       at::Tensor qkv = linear(block.qkv, h, &workspace->qkv, route_);
       rope_attention_out(qkv.view({count, tokens_, 3 * width_}), cos_qk_, sin_qk_, heads_, "best", merged3d,
-                         bias_left ? block.qkv.bias : at::Tensor());
+                         bias_left ? block.qkv.bias : none);
       add_linear(x2d, block.out_proj, workspace->merged, route_);
-      h = at::layer_norm(x2d, {width_}, block.ln2_w, block.ln2_b, eps_);
+      bias_layer_norm_out(x2d, bias_left ? block.out_proj.bias : none, block.ln2_w, block.ln2_b, eps_, h);
       at::Tensor hidden = linear(block.fc1, h, &workspace->hidden, route_);
-      bias_gelu_(hidden, bias_left ? block.fc1.bias : at::Tensor());
+      bias_gelu_(hidden, bias_left ? block.fc1.bias : none);
       add_linear(x2d, block.fc2, hidden, route_);
+      pending = bias_left ? &block.fc2.bias : &none;
     }
     release(std::move(workspace));
-    x = at::layer_norm(x, {width_}, ln_post_w_, ln_post_b_, eps_);
+    at::Tensor normed = at::empty_like(x);
+    bias_layer_norm_out(x2d, *pending, ln_post_w_, ln_post_b_, eps_, normed);
+    x = normed;
     if (pool_type_ == "attn") {
       // PoolAttention.forward: the probe's query against every token, then x + mlp(layernorm(x)).
       const int64_t head_dim = width_ / pool_heads_;

@@ -60,6 +60,8 @@ class NativeForward {
   /// adds the bias in its next pass); on the oneDNN routes a fresh output, bias added.
   at::Tensor linear(const Linear& layer, const at::Tensor& x, at::Tensor* out, GemmRoute route) const;
   static bool bias_left_out(GemmRoute route) { return route == GemmRoute::openblas; }
+  /// residual += x W^T + bias on `route`, except that openblas leaves the bias out
+  /// (accumulating straight into residual; the caller's next pass adds it).
   void add_linear(at::Tensor& residual, const Linear& layer, const at::Tensor& x, GemmRoute route) const;
   double time_route(GemmRoute route) const;
   std::unique_ptr<Workspace> acquire(int64_t rows) const;

@@ -146,7 +146,8 @@ def test_qkv_bias_is_added_before_everything(simd):
 
 
 @pytest.mark.parametrize("simd", KERNELS)
-@pytest.mark.parametrize("cols", [4096, 37, 5])  # L14's MLP width; partial last vectors
+# L14's MLP width; 100: four vectors at a time, then one at a time, then a partial one
+@pytest.mark.parametrize("cols", [4096, 100, 37, 5])
 def test_bias_gelu_matches_exact_gelu(simd, cols):
     generator = torch.Generator().manual_seed(cols)
     # Activations of a few units, and the tails: far negative (where 1 + erf cancels),
@@ -171,6 +172,61 @@ def test_bias_gelu_checks_its_arguments():
         torch.ops.pe.bias_gelu_(torch.zeros(8, 2).t(), None)
     with pytest.raises(RuntimeError, match="simd must be"):
         torch.ops.pe.bias_gelu_(torch.zeros(2, 8), None, "sse")
+
+
+def reference_layer_norm(x, weight, bias, eps=1e-5):
+    """Float64 LayerNorm over the last dimension, biased variance, from its definition."""
+    x = x.double()
+    mean = x.mean(-1, keepdim=True)
+    variance = ((x - mean) ** 2).mean(-1, keepdim=True)
+    return (x - mean) / torch.sqrt(variance + eps) * weight.double() + bias.double()
+
+
+@pytest.mark.parametrize("simd", KERNELS)
+@pytest.mark.parametrize("cols", [1024, 100, 37, 5])  # L14's width; partial last vectors
+def test_bias_layer_norm_adds_the_bias_and_normalises(simd, cols):
+    generator = torch.Generator().manual_seed(cols + 1)
+    # Residual-stream rows of a few units around a row mean, and rows far from zero with
+    # a small spread, where a one-pass E[x^2] - mean^2 variance would cancel to nothing.
+    x = torch.cat([torch.randn(70, cols, generator=generator) * 3 + torch.randn(70, 1, generator=generator),
+                   1000 + 0.01 * torch.randn(3, cols, generator=generator)])
+    bias = torch.randn(cols, generator=generator)
+    weight, ln_bias = torch.randn(cols, generator=generator), torch.randn(cols, generator=generator)
+    expected_x = x + bias  # the float32 sum, as the kernel computes it
+    out = torch.ops.pe.bias_layer_norm_(x, bias, weight, ln_bias, 1e-5, simd)
+    assert torch.equal(x, expected_x)
+    expected = reference_layer_norm(expected_x, weight, ln_bias)
+    error = (out.double() - expected).abs() / (weight.double().abs() + ln_bias.double().abs() + 1)
+    assert float(error[:70].max()) < 1e-6
+    # Far from zero a float32 mean is only good to half an ulp of 1000 (2^-15), which
+    # the normalisation multiplies by 1 / std (about 100 here); nothing may add to it.
+    # (A plain float sum for the mean: 3.6e-3 on AVX-512, 3e-2 on scalar.)
+    assert float(bias.abs().max()) < 20  # the far rows stay below 1024: one ulp size
+    limit = 2.0 ** -15 / expected_x[70:].double().std(-1, unbiased=False) + 1e-5
+    assert bool((error[70:].max(-1).values < limit).all()), (error[70:].max(-1).values, limit)
+    # Without a bias, x is left as it is.
+    y = torch.randn(4, cols, generator=generator)
+    before = y.clone()
+    out = torch.ops.pe.bias_layer_norm_(y, None, weight, ln_bias, 1e-6, simd)
+    assert torch.equal(y, before)
+    error = (out.double() - reference_layer_norm(y, weight, ln_bias, 1e-6)).abs()
+    assert float(error.max()) < 3e-5 * float((weight.abs() + ln_bias.abs()).max())
+
+
+def test_bias_layer_norm_checks_its_arguments():
+    x, vector = torch.zeros(2, 8), torch.ones(8)
+    with pytest.raises(RuntimeError, match="bias must be a float32 CPU vector of 8 elements"):
+        torch.ops.pe.bias_layer_norm_(x, torch.zeros(7), vector, vector)
+    with pytest.raises(RuntimeError, match="weight must be a float32 CPU vector of 8 elements"):
+        torch.ops.pe.bias_layer_norm_(x, None, vector.double(), vector)
+    with pytest.raises(RuntimeError, match="ln_bias must be a float32 CPU vector of 8 elements"):
+        torch.ops.pe.bias_layer_norm_(x, None, vector, torch.ones(2, 4))
+    with pytest.raises(RuntimeError, match="contiguous float32 CPU tensor"):
+        torch.ops.pe.bias_layer_norm_(torch.zeros(8, 2).t(), None, torch.ones(2), torch.ones(2))
+    with pytest.raises(RuntimeError, match="eps must be positive"):
+        torch.ops.pe.bias_layer_norm_(x, None, vector, vector, 0.0)
+    with pytest.raises(RuntimeError, match="simd must be"):
+        torch.ops.pe.bias_layer_norm_(x, None, vector, vector, 1e-5, "sse")
 
 
 def test_bad_arguments_name_the_problem():
