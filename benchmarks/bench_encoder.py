@@ -14,7 +14,9 @@ the pixel difference to PIL after preprocessing, and the end-to-end rate in
 GFLOP/s (matmul FLOPs: 384 GFLOP per L14 336 px image) against this machine's sgemm GFLOP/s,
 measured here for both matmul libraries (torch.mm: OpenBLAS or MKL, oneDNN via
 mkldnn_linear), best of before and after the runs, and torch.mm's rate sampled between
-the forward-alone batches (InterleavedSgemm). --blas also times our Encoder with onednn=False.
+the forward-alone batches (InterleavedSgemm), and the ceiling at that rate: the time the
+Linear layers' GEMMs alone would take, against eager's forward (both run those GEMMs, so no
+forward on this BLAS beats eager by more). --blas also times our Encoder with onednn=False.
 
 --breakdown [--breakdown-layers 2]: first the per-operator breakdown of the forward
 (benchmarks/forward_breakdown.py: Linear layers, attention matmuls, softmax, RoPE,
@@ -266,6 +268,17 @@ def main():
                       + (f", {100 * gflops / probe.mean_gflops():.0f}% of interleaved" if times is forward_seconds
                          else "")
                       + f"; embedding cosine to eager min {cosine.min():.7f}")
+        # The ceiling for any forward on this BLAS: the Linear layers' FLOPs (everything but
+        # the attention matmuls) at the interleaved sgemm rate, with every other op free.
+        # Both pipelines run these GEMMs, so eager's forward time over this bounds our ratio.
+        cfg = eager.config
+        tokens = (size // cfg.patch_size) ** 2 + int(cfg.use_cls_token)
+        attention_gflop = cfg.layers * 2 * 2 * tokens * tokens * cfg.width / 1e9
+        linear_seconds = (gflop_per_image - attention_gflop) * len(paths) / probe.mean_gflops()
+        print(f"ceiling: the Linear layers alone at the interleaved sgemm rate take {linear_seconds:.2f} s for "
+              f"these images, eager's forward {forward_seconds['eager Python']:.2f} s: no forward on these GEMMs "
+              f"can beat eager by more than {forward_seconds['eager Python'] / linear_seconds:.2f}x; ours is at "
+              f"{forward_seconds['eager Python'] / forward_seconds['ours']:.2f}x")
         print(f"load average after: {os.getloadavg()[0]:.2f} (other processes share the cores)")
         if worst > 0:
             raise SystemExit(f"the preprocessed input differs from PIL's by {worst:.3g}; it must be identical")
