@@ -17,7 +17,7 @@ from perception_retrieval import export, pe_core
 pr.cpu_features()  # loads the native module, which registers the pe:: operators
 
 
-def naive_attention(qkv, cos_qk, sin_qk, heads):
+def naive_attention(qkv, cos_qk, sin_qk, heads, return_probs=False):
     """Float64, straight from docs/model.md: rotate adjacent pairs of q and k
     (out[2i] = t[2i] cos - t[2i+1] sin, out[2i+1] = t[2i+1] cos + t[2i] sin, with the
     tables' signed sin and q's 1/sqrt(D) scale), softmax(q k^T) v per head."""
@@ -34,8 +34,9 @@ def naive_attention(qkv, cos_qk, sin_qk, heads):
         out[..., 1::2] = t[..., 1::2] * c[..., 1::2] + t[..., 0::2] * s[..., 1::2]
         return out
 
-    scores = torch.einsum("bnhd,bmhd->bhnm", rotate(q, 0), rotate(k, 1))
-    return torch.einsum("bhnm,bmhd->bnhd", scores.softmax(-1), v).reshape(batch, tokens, width)
+    probs = torch.einsum("bnhd,bmhd->bhnm", rotate(q, 0), rotate(k, 1)).softmax(-1)
+    out = torch.einsum("bhnm,bmhd->bnhd", probs, v).reshape(batch, tokens, width)
+    return (out, probs) if return_probs else out
 
 
 def tables(grid, dim, cls=True):
@@ -106,6 +107,40 @@ def test_softmax_is_stable_for_large_scores():
     out = torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, 2)
     assert torch.isfinite(out).all()
     np.testing.assert_allclose(out.double().numpy(), naive_attention(qkv, cos_qk, sin_qk, 2).numpy(), atol=1e-4)
+
+
+def keeps_denormals():
+    """Whether this thread's arithmetic keeps denormal results (MXCSR's FZ and DAZ off):
+    Python's float division runs on the same SSE unit as the kernels."""
+    return sys.float_info.min / 4.0 > 0.0
+
+
+@pytest.mark.parametrize("simd", KERNELS)
+def test_peaked_scores_and_the_callers_float_mode(simd):
+    # Scores spread over hundreds, as in a model whose attention concentrates on a few
+    # tokens: most probabilities fall below float32's smallest normal number, where each
+    # operation costs an x86 core a microcode assist; the kernels flush them to zero
+    # (common/denormals.hpp, measured 4x faster) and must still match float64, and must
+    # leave the calling thread's floating-point mode as it was, whichever it was.
+    cos_qk, sin_qk = tables(7, 64, cls=True)
+    qkv = torch.randn(2, 50, 3 * 2 * 64, generator=torch.Generator().manual_seed(8)) * 8.0
+    expected, probs = naive_attention(qkv, cos_qk, sin_qk, 2, return_probs=True)
+    tiny = float(np.finfo(np.float32).tiny)
+    assert ((probs > 0) & (probs < tiny)).double().mean() > 0.3  # the case this test is about
+    assert keeps_denormals()
+    out = torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, 2, simd)
+    assert keeps_denormals(), "the kernel left flush-to-zero on in the calling thread"
+    # Scores of a few hundred carry float32 rounding of about 1e-4 into each exponent (the
+    # kernels before flushing were 2.6e-4 off here too), against outputs of about 10.
+    np.testing.assert_allclose(out.double().numpy(), expected.numpy(), rtol=0, atol=1e-3)
+    if torch.set_flush_denormal(True):  # the caller's own choice, where the CPU has it
+        try:
+            assert not keeps_denormals()
+            torch.ops.pe.rope_attention(qkv, cos_qk, sin_qk, 2, simd)
+            assert not keeps_denormals(), "the kernel turned the caller's flush-to-zero off"
+        finally:
+            torch.set_flush_denormal(False)
+    assert keeps_denormals()
 
 
 @pytest.mark.parametrize("simd", KERNELS)
