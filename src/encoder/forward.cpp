@@ -131,20 +131,37 @@ std::unique_ptr<NativeForward> NativeForward::from_module(const torch::jit::Modu
   f->mlp_ = f->blocks_[0].fc1.weight.size(0);
   const int64_t head_dim = f->width_ / f->heads_;
   if (f->pool_type_ == "attn") {
-    f->probe_ = param("attn_pool.probe");
-    f->pool_in_w_ = param("attn_pool.attn.in_proj_weight");
-    f->pool_in_b_ = param("attn_pool.attn.in_proj_bias");
+    const at::Tensor probe = param("attn_pool.probe");
+    const at::Tensor in_w = param("attn_pool.attn.in_proj_weight");
+    const at::Tensor in_b = param("attn_pool.attn.in_proj_bias");
     f->pool_out_ = linear_of("attn_pool.attn.out_proj.", "weight", "bias");
     f->pool_ln_w_ = param("attn_pool.layernorm.weight");
     f->pool_ln_b_ = param("attn_pool.layernorm.bias");
     f->pool_fc1_ = linear_of("attn_pool.mlp.c_fc.", "weight", "bias");
     f->pool_fc2_ = linear_of("attn_pool.mlp.c_proj.", "weight", "bias");
     const auto pool_heads = constant(tower.attr("attn_pool").toModule().attr("attn").toModule(), "heads");
-    if (!f->probe_.defined() || !f->pool_in_w_.defined() || !f->pool_out_.weight.defined() ||
+    if (!probe.defined() || !in_w.defined() || !in_b.defined() || !f->pool_out_.weight.defined() ||
         !f->pool_fc1_.weight.defined() || !f->pool_fc2_.weight.defined() || !pool_heads) {
       return fail("the attention pooling's float32 parameters are missing");
     }
     f->pool_heads_ = pool_heads->toInt();
+    // The probe is the pooling's only query and a constant, so per head h
+    //   score[t, h] = (x_t Wk_h^T + bk_h) . q_h = x_t . (Wk_h^T q_h) + bk_h . q_h,
+    // and as each head's probabilities sum to 1,
+    //   sum_t p[t, h] (x_t Wv_h^T + bv_h) = (sum_t p[t, h] x_t) Wv_h^T + bv_h.
+    // So the forward projects no token to K or V (PoolAttention.forward does: 2.4 GFLOP
+    // per L14 image); it takes one [width, heads] product for the scores and projects one
+    // probability-weighted mean row per head. Folded in float64, stored in float32.
+    const int64_t width = f->width_, pool_count = f->pool_heads_, pool_dim = width / pool_count;
+    const at::Tensor w64 = in_w.to(at::kDouble), b64 = in_b.to(at::kDouble);
+    const at::Tensor q = (at::linear(probe.view({-1}).to(at::kDouble), w64.narrow(0, 0, width), b64.narrow(0, 0, width)) *
+                          std::pow(static_cast<double>(pool_dim), -0.5))
+                             .view({pool_count, pool_dim, 1});
+    f->pool_key_ = (w64.narrow(0, width, width).view({pool_count, pool_dim, width}) * q)
+                       .sum(1).t().contiguous().to(at::kFloat);
+    f->pool_key_bias_ = (b64.narrow(0, width, width).view({pool_count, pool_dim, 1}) * q).sum({1, 2}).to(at::kFloat);
+    f->pool_value_w_ = in_w.narrow(0, 2 * width, width).view({pool_count, pool_dim, width}).transpose(1, 2).contiguous();
+    f->pool_value_b_ = in_b.narrow(0, 2 * width, width).contiguous();
   }
   // RoPE tables exactly as pe_core._rope_tables builds them (q scaled by 1/sqrt(head_dim)).
   {
@@ -322,14 +339,12 @@ at::Tensor NativeForward::forward(const at::Tensor& images) const {
     bias_layer_norm_out(x2d, *pending, ln_post_w_, ln_post_b_, eps_, normed);
     x = normed;
     if (pool_type_ == "attn") {
-      // PoolAttention.forward: the probe's query against every token, then x + mlp(layernorm(x)).
-      const int64_t head_dim = width_ / pool_heads_;
-      at::Tensor q = at::linear(probe_.view({-1}), pool_in_w_.narrow(0, 0, width_), pool_in_b_.narrow(0, 0, width_));
-      q = (q * std::pow(static_cast<double>(head_dim), -0.5)).view({pool_heads_, head_dim});
-      at::Tensor kv = at::linear(x, pool_in_w_.narrow(0, width_, 2 * width_), pool_in_b_.narrow(0, width_, 2 * width_));
-      kv = kv.view({count, tokens_, 2, pool_heads_, head_dim});
-      at::Tensor probs = (kv.select(2, 0) * q).sum(-1).softmax(1);
-      at::Tensor pooled = (probs.unsqueeze(-1) * kv.select(2, 1)).sum(1).reshape({count, width_});
+      // PoolAttention.forward with the probe folded in (from_module), then x + mlp(layernorm(x)).
+      const at::Tensor probs = at::addmm(pool_key_bias_, x.view({rows, width_}), pool_key_)
+                                   .view({count, tokens_, pool_heads_}).softmax(1);
+      const at::Tensor means = at::bmm(probs.transpose(1, 2), x);  // [count, heads, width]
+      at::Tensor pooled = at::bmm(means.transpose(0, 1), pool_value_w_).transpose(0, 1).reshape({count, width_});
+      pooled.add_(pool_value_b_);
       pooled = at::linear(pooled, pool_out_.weight, pool_out_.bias);
       at::Tensor hidden = at::gelu(at::linear(at::layer_norm(pooled, {width_}, pool_ln_w_, pool_ln_b_, eps_),
                                               pool_fc1_.weight, pool_fc1_.bias));

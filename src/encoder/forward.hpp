@@ -74,8 +74,10 @@ class NativeForward {
   at::Tensor conv_w_, cls_emb_, pos_, proj_, ln_pre_w_, ln_pre_b_, ln_post_w_, ln_post_b_;
   at::Tensor cos_qk_, sin_qk_;
   std::vector<Block> blocks_;
-  // Attention pooling (pool_type "attn").
-  at::Tensor probe_, pool_in_w_, pool_in_b_, pool_ln_w_, pool_ln_b_;
+  // Attention pooling (pool_type "attn"): the probe's query folded into the key weights
+  // (pool_key_ [width, heads], pool_key_bias_ [heads]) and the value weights per head
+  // (pool_value_w_ [heads, width, head_dim], pool_value_b_ [width]); see from_module.
+  at::Tensor pool_key_, pool_key_bias_, pool_value_w_, pool_value_b_, pool_ln_w_, pool_ln_b_;
   Linear pool_out_, pool_fc1_, pool_fc2_;
   GemmRoute route_ = GemmRoute::openblas;
   std::string route_report_, attention_kernel_;

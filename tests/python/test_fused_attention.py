@@ -323,6 +323,30 @@ def test_encoder_own_forward_matches_eager(tmp_path, images, config, gemm):
     np.testing.assert_allclose(off.encode(images), encoder.encode(images), atol=2e-6)
 
 
+@pytest.mark.parametrize("gemm", ["openblas", "onednn"])
+def test_encoder_own_forward_with_every_bias_set(tmp_path, images, gemm):
+    """Random init leaves biases at 0 (as the official init does), so a bias the own forward
+    dropped or added twice (each GEMM route leaves some to a later pass, and the pooling
+    folds its K and V biases into other terms) shows only with biases set: every bias,
+    LayerNorm shift and the probe get random values, through an official-layout checkpoint."""
+    model = pe_core.build("test-tiny", seed=4)
+    generator = torch.Generator().manual_seed(5)
+    with torch.no_grad():
+        for name, tensor in model.named_parameters():
+            if name.endswith("bias") or name.endswith("probe"):
+                tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.5)
+    checkpoint = tmp_path / "official.pt"
+    torch.save(model.state_dict(), checkpoint)
+    path = tmp_path / "model.pt"
+    export.export(path, checkpoint, config="test-tiny", log=None)
+    encoder = pr.Encoder(path, batch_size=2, gemm=gemm)
+    assert encoder.uses_fused_attention, encoder.forward_description
+    cosine = (encoder.encode(images) * eager_reference(model.eval(), encoder, images)).sum(axis=1)
+    assert cosine.min() >= 0.999999, cosine
+    off = pr.Encoder(path, batch_size=2, fused_attention=False)
+    np.testing.assert_allclose(off.encode(images), encoder.encode(images), atol=2e-6)
+
+
 def test_quantized_files_keep_their_torchscript_forward(tmp_path, images):
     path = tmp_path / "int8.pt"
     export.export(path, config="test-tiny", random_init=True, seed=3, quantize="dynamic_int8", log=None)
