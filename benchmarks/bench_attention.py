@@ -22,7 +22,6 @@ Prints ms per image, the ratio, the largest difference between the two outputs, 
 
 import argparse
 import os
-import time
 
 from perception_retrieval.process import claim_process
 
@@ -32,6 +31,8 @@ import torch
 
 import perception_retrieval as pr
 from perception_retrieval import pe_core
+
+from timing import best_time  # benchmarks/ is on sys.path when run as a script
 
 IMAGES, TOKENS, HEADS, HEAD_DIM, GRID = 3, 577, 16, 64, 24
 
@@ -65,13 +66,8 @@ class EagerAttention:
 
 
 def best_seconds(fn, repeats):
-    fn()
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    fn()  # warm-up: first-call allocations
+    return best_time(fn, repeats)
 
 
 def main():

@@ -15,12 +15,13 @@ numpy / ours (issue target: >= 5x).
 
 import argparse
 import os
-import time
 
 import numpy as np
 
 import perception_retrieval
 from perception_retrieval import metrics
+
+from timing import best_time  # benchmarks/ is on sys.path when run as a script
 
 NUM_IMAGES = 60_502
 NUM_INSTANCES = 11_316
@@ -66,15 +67,6 @@ def numpy_metrics(ranking, query_ids, gallery_ids, ks=(1, 5), map_k=10, exclude_
     ap = (precision_at_i * relevant[:, :map_k]).sum(axis=1)[scored] / np.minimum(num_relevant[scored], map_k)
     out[f"mAP@{map_k}"] = ap.mean()
     return out
-
-
-def best_time(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def main():

@@ -27,12 +27,13 @@ the ratio numpy / ours (issue target: 60,502 x 1,000 x 5 in under 2 s).
 import argparse
 import os
 import sys
-import time
 
 import numpy as np
 
 import perception_retrieval
 from perception_retrieval import stats
+
+from timing import best_time  # benchmarks/ is on sys.path when run as a script
 
 NUM_QUERIES = 60_502
 RESAMPLES = 1000
@@ -78,15 +79,6 @@ def ours_intervals(values, threads):
 
 def numpy_intervals(values):
     return np.quantile(numpy_bootstrap(values, RESAMPLES, seed=1), [0.025, 0.975], axis=0).T
-
-
-def best_time(fn, repeats):
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
 
 
 def simd_flags():
