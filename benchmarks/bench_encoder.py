@@ -48,7 +48,7 @@ import perception_retrieval as pr
 from perception_retrieval import export, pe_core
 
 import forward_breakdown  # benchmarks/ is on sys.path when run as a script
-from bench_pe_core import forward_flops
+from bench_pe_core import attention_flops, forward_flops
 
 
 
@@ -271,9 +271,7 @@ def main():
         # The ceiling for any forward on this BLAS: the Linear layers' FLOPs (everything but
         # the attention matmuls) at the interleaved sgemm rate, with every other op free.
         # Both pipelines run these GEMMs, so eager's forward time over this bounds our ratio.
-        cfg = eager.config
-        tokens = (size // cfg.patch_size) ** 2 + int(cfg.use_cls_token)
-        attention_gflop = cfg.layers * 2 * 2 * tokens * tokens * cfg.width / 1e9
+        attention_gflop = attention_flops(eager.config, size, size) / 1e9
         linear_seconds = (gflop_per_image - attention_gflop) * len(paths) / probe.mean_gflops()
         print(f"ceiling: the Linear layers alone at the interleaved sgemm rate take {linear_seconds:.2f} s for "
               f"these images, eager's forward {forward_seconds['eager Python']:.2f} s: no forward on these GEMMs "

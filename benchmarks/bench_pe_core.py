@@ -56,6 +56,13 @@ import torch  # noqa: E402
 from perception_retrieval import pe_core  # noqa: E402
 
 
+def attention_flops(config: pe_core.PECoreConfig, height: int, width: int) -> int:
+    """FLOPs (2 per MAC) of the attention matmuls (q k^T and attn v over all heads, every
+    block) in one image's forward: the part of forward_flops that is not a Linear layer's."""
+    tokens = (height // config.patch_size) * (width // config.patch_size) + int(config.use_cls_token)
+    return 2 * config.layers * 2 * tokens * tokens * config.width
+
+
 def forward_flops(config: pe_core.PECoreConfig, height: int, width: int) -> int:
     """Multiply-add FLOPs (2 per MAC) of the matmuls in one image's forward."""
     d, p = config.width, config.patch_size
@@ -63,8 +70,7 @@ def forward_flops(config: pe_core.PECoreConfig, height: int, width: int) -> int:
     tokens = patches + int(config.use_cls_token)
     macs = patches * 3 * p * p * d  # conv1
     per_layer = tokens * d * 3 * d + tokens * d * d + 2 * tokens * d * config.mlp_width
-    per_layer += 2 * tokens * tokens * d  # q k^T and attn v over all heads
-    macs += config.layers * per_layer
+    macs += config.layers * per_layer + attention_flops(config, height, width) // 2
     if config.pool_type == "attn":
         m = config.resolved_pool_mlp_width
         macs += d * d + tokens * d * 2 * d + 2 * tokens * d + d * d + 2 * d * m
