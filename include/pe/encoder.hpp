@@ -94,8 +94,11 @@ struct EncoderOptions {
   /// which runs and why. See docs/encoder_speed.md.
   bool fused_attention = true;
   /// GEMM route of the Linear layers on that forward: "auto" (each route timed at
-  /// load on the model's own MLP shapes, the fastest kept), "openblas" (LibTorch's
-  /// BLAS), "onednn", or "onednn-packed" (weights converted to oneDNN tensors once).
+  /// load on the first block's Linear layers, the fastest kept; strassen only when 3%
+  /// faster than the rest), "openblas" (LibTorch's BLAS), "strassen" (one level of
+  /// Strassen-Winograd over that BLAS: 7/8 of the multiplications, weight-side sums as
+  /// large as the weights kept in memory), "onednn", or "onednn-packed" (weights
+  /// converted to oneDNN tensors once).
   /// onednn = false means "openblas".
   std::string gemm = "auto";
   int64_t max_pixels = image::kDefaultMaxPixels;  ///< PIL's bomb rule per image (image::DecodeOptions)

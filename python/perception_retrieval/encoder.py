@@ -113,7 +113,9 @@ class Encoder:
                     files it does not recognise keep their TorchScript forward
                     (``forward_description`` says which runs; docs/encoder_speed.md)
     gemm:           the Linear layers' route on that forward: "auto" (timed at load, the
-                    fastest kept), "openblas", "onednn" or "onednn-packed"
+                    fastest kept), "openblas", "strassen" (one level of Strassen-Winograd over
+                    the same BLAS: 7/8 of the multiplications, and weight-side sums as large
+                    as the weights kept in memory), "onednn" or "onednn-packed"
     """
 
     def __init__(self, model_path, device: str = DEFAULTS["device"], batch_size: int = DEFAULTS["batch_size"],
@@ -203,7 +205,7 @@ class Encoder:
 
     @property
     def gemm_route(self) -> str:
-        """The Linear layers' route: "openblas", "onednn", "onednn-packed" (own forward), else
+        """The Linear layers' route: "openblas", "strassen", "onednn", "onednn-packed" (own forward), else
         "torchscript", "torchscript-onednn" or "aoti"."""
         return self._encoder.gemm_route
 

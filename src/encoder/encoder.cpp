@@ -235,9 +235,9 @@ void check_options(const EncoderOptions& options) {
     invalid("decode_threads must be >= 0 (0 = all cores), got " + std::to_string(options.decode_threads));
   }
   if (options.max_pixels <= 0) invalid("max_pixels must be >= 1, got " + std::to_string(options.max_pixels));
-  if (options.gemm != "auto" && options.gemm != "openblas" && options.gemm != "onednn" &&
+  if (options.gemm != "auto" && options.gemm != "openblas" && options.gemm != "strassen" && options.gemm != "onednn" &&
       options.gemm != "onednn-packed") {
-    invalid("gemm \"" + options.gemm + "\" is not auto, openblas, onednn or onednn-packed");
+    invalid("gemm \"" + options.gemm + "\" is not auto, openblas, strassen, onednn or onednn-packed");
   }
 }
 
@@ -397,7 +397,8 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
       // know) then keeps its TorchScript forward instead of silently changing results.
       const double agreement = model->native_agreement(info_.image_size);
       if (agreement >= Model::kNativeAgreement) {
-        model->onednn = model->native->route() != detail::GemmRoute::openblas;
+        model->onednn = model->native->route() == detail::GemmRoute::onednn ||
+                        model->native->route() == detail::GemmRoute::onednn_packed;
         char cosine[32];
         std::snprintf(cosine, sizeof cosine, "%.7f", agreement);
         native_note_ = "own forward, attention kernel " + model->native->attention_kernel() + ", GEMM route " +

@@ -1,7 +1,8 @@
 // pe::Encoder's own CPU forward of a PE-Core TorchScript file (see forward.hpp).
 // The arithmetic is pe_core.PECoreVision's inference path, op for op, except that
 // attention runs through the fused kernel and the Linear layers through the chosen
-// GEMM route: the same float32 math up to summation order.
+// GEMM route: the same float32 math up to summation order (and, on the strassen route,
+// up to Strassen-Winograd's rounding; strassen.hpp).
 
 #include "encoder/forward.hpp"
 
@@ -24,6 +25,7 @@ const char* gemm_route_name(GemmRoute route) {
   switch (route) {
     case GemmRoute::onednn: return "onednn";
     case GemmRoute::onednn_packed: return "onednn-packed";
+    case GemmRoute::strassen: return "strassen";
     default: return "openblas";
   }
 }
@@ -50,6 +52,8 @@ c10::optional<c10::IValue> constant(const torch::jit::Module& module, const std:
 struct NativeForward::Workspace {
   int64_t rows = 0;
   at::Tensor qkv, merged, hidden, normed;
+  at::Tensor strassen_scratch;  // strassen route only
+  float* scratch() const { return strassen_scratch.defined() ? strassen_scratch.data_ptr<float>() : nullptr; }
 };
 
 NativeForward::~NativeForward() = default;
@@ -187,8 +191,14 @@ std::unique_ptr<NativeForward> NativeForward::from_module(const torch::jit::Modu
   return f;
 }
 
-at::Tensor NativeForward::linear(const Linear& layer, const at::Tensor& x, at::Tensor* out, GemmRoute route) const {
-  if (route == GemmRoute::openblas) {
+at::Tensor NativeForward::linear(const Linear& layer, const at::Tensor& x, at::Tensor* out, GemmRoute route,
+                                 float* scratch) const {
+  if (route == GemmRoute::strassen && layer.strassen.defined()) {
+    TORCH_INTERNAL_ASSERT(out && scratch, "the strassen route writes into the caller's buffer");
+    strassen_linear(x, layer.weight, layer.strassen, *out, /*accumulate=*/false, scratch);
+    return *out;
+  }
+  if (route == GemmRoute::openblas || route == GemmRoute::strassen) {
     // Plain products: addmm would first copy the bias into every output row (measured
     // 1.25 ms of a 58 ms L14 block); the caller's next pass adds it (bias_left_out).
     TORCH_INTERNAL_ASSERT(out, "the openblas route writes into the caller's buffer");
@@ -198,8 +208,12 @@ at::Tensor NativeForward::linear(const Linear& layer, const at::Tensor& x, at::T
   return at::mkldnn_linear(x.to_mkldnn(), weight, layer.bias).to_dense();
 }
 
-void NativeForward::add_linear(at::Tensor& residual, const Linear& layer, const at::Tensor& x, GemmRoute route) const {
-  if (route == GemmRoute::openblas) {
+void NativeForward::add_linear(at::Tensor& residual, const Linear& layer, const at::Tensor& x, GemmRoute route,
+                               float* scratch) const {
+  if (route == GemmRoute::strassen && layer.strassen.defined()) {
+    TORCH_INTERNAL_ASSERT(scratch, "the strassen route needs the workspace's scratch");
+    strassen_linear(x, layer.weight, layer.strassen, residual, /*accumulate=*/true, scratch);
+  } else if (route == GemmRoute::openblas || route == GemmRoute::strassen) {
     residual.addmm_(x, layer.weight.t());  // the bias is left to the next LayerNorm pass
   } else {
     residual.add_(linear(layer, x, nullptr, route));
@@ -207,17 +221,28 @@ void NativeForward::add_linear(at::Tensor& residual, const Linear& layer, const 
 }
 
 double NativeForward::time_route(GemmRoute route) const {
-  // The model's own first MLP layer on a full micro-batch (the shape the forward runs;
-  // one image's 577 rows ranked the routes differently), called as the forward calls
-  // it: plain products into a reused buffer for openblas, fresh outputs for oneDNN.
+  // The first block's four Linear layers on a full micro-batch (the shapes the forward
+  // runs; one image's 577 rows ranked the routes differently), called as the forward
+  // calls them: products into reused buffers and the residual for openblas and
+  // strassen, fresh outputs for oneDNN. All four, not the largest alone: strassen's
+  // memory passes weigh differently on each shape.
   const Block& block = blocks_[0];
   const int64_t rows = micro_batch_ * tokens_;
   const at::Tensor x = at::randn({rows, width_});
-  at::Tensor hidden = at::empty({rows, mlp_});
+  const at::Tensor wide = at::randn({rows, mlp_});  // fc2's input
+  at::Tensor qkv = at::empty({rows, 3 * width_}), hidden = at::empty({rows, mlp_});
+  at::Tensor residual = at::zeros({rows, width_});
+  const bool into_buffer = bias_left_out(route);
+  const at::Tensor scratch_buffer =
+      route == GemmRoute::strassen ? at::empty({strassen_scratch_floats_for(rows)}) : at::Tensor();
+  float* scratch = scratch_buffer.defined() ? scratch_buffer.data_ptr<float>() : nullptr;
   double best = 1e30;
   for (int repeat = 0; repeat < 2; ++repeat) {  // the first is a warm-up
     const auto start = std::chrono::steady_clock::now();
-    linear(block.fc1, x, route == GemmRoute::openblas ? &hidden : nullptr, route);
+    linear(block.qkv, x, into_buffer ? &qkv : nullptr, route, scratch);
+    add_linear(residual, block.out_proj, x, route, scratch);
+    linear(block.fc1, x, into_buffer ? &hidden : nullptr, route, scratch);
+    add_linear(residual, block.fc2, wide, route, scratch);
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (repeat > 0) best = std::min(best, seconds);
   }
@@ -226,14 +251,18 @@ double NativeForward::time_route(GemmRoute route) const {
 
 void NativeForward::choose_gemm(const std::string& gemm) {
   std::vector<GemmRoute> candidates;
-  if (gemm == "openblas" || !at::hasMKLDNN()) {
+  if (gemm == "openblas") {
     candidates = {GemmRoute::openblas};
+  } else if (gemm == "strassen") {
+    candidates = {GemmRoute::strassen};
+  } else if (!at::hasMKLDNN()) {
+    candidates = {GemmRoute::openblas, GemmRoute::strassen};
   } else if (gemm == "onednn") {
     candidates = {GemmRoute::onednn};
   } else if (gemm == "onednn-packed") {
     candidates = {GemmRoute::onednn_packed};
   } else {
-    candidates = {GemmRoute::openblas, GemmRoute::onednn, GemmRoute::onednn_packed};
+    candidates = {GemmRoute::openblas, GemmRoute::strassen, GemmRoute::onednn, GemmRoute::onednn_packed};
   }
   const bool packed = std::find(candidates.begin(), candidates.end(), GemmRoute::onednn_packed) != candidates.end();
   auto pack = [](Linear& layer) { layer.packed = layer.weight.to_mkldnn(); };
@@ -242,18 +271,33 @@ void NativeForward::choose_gemm(const std::string& gemm) {
       for (Linear* layer : {&block.qkv, &block.out_proj, &block.fc1, &block.fc2}) pack(*layer);
     }
   }
+  // The strassen sums of the timed block only, until the route is chosen: all of them
+  // are as large as the weights themselves.
+  auto add_sums = [](Linear& layer) {
+    if (strassen_applies(layer.weight)) layer.strassen = strassen_weights(layer.weight);
+  };
+  const bool strassen = std::find(candidates.begin(), candidates.end(), GemmRoute::strassen) != candidates.end();
+  if (strassen) {
+    Block& first = blocks_[0];
+    for (Linear* layer : {&first.qkv, &first.out_proj, &first.fc1, &first.fc2}) add_sums(*layer);
+  }
   route_ = candidates.front();
   route_report_.clear();
   if (candidates.size() > 1) {
     at::NoGradGuard no_grad;
-    const double flops = 2.0 * static_cast<double>(micro_batch_ * tokens_) * width_ * mlp_;
+    // The block's Linear FLOPs: qkv, out_proj, fc1, fc2.
+    const double flops = 2.0 * static_cast<double>(micro_batch_ * tokens_) * width_ * (4.0 * width_ + 2.0 * mlp_);
     // Two rounds, each route's best kept: the first call of a library starts its threads
     // and maps its buffers, and a shared machine's noise hits every route alike.
     std::vector<double> times(candidates.size(), 1e30);
     for (int round = 0; round < 2; ++round) {
       for (size_t i = 0; i < candidates.size(); ++i) times[i] = std::min(times[i], time_route(candidates[i]));
     }
-    double best = 1e30;
+    // strassen keeps sums as large as the weights (+1.2 GB for L14) and makes load slower,
+    // so it must beat the best other route by a margin, not by noise (here, 2-core VMs,
+    // the routes' times move by 1-3% from one load to the next).
+    constexpr double kStrassenMargin = 0.97;
+    double best = 1e30, strassen_seconds = 1e30;
     for (size_t i = 0; i < candidates.size(); ++i) {
       const GemmRoute route = candidates[i];
       const double seconds = times[i];
@@ -261,12 +305,23 @@ void NativeForward::choose_gemm(const std::string& gemm) {
       std::snprintf(line, sizeof line, "%s%s %.1f GFLOP/s", route_report_.empty() ? "" : ", ", gemm_route_name(route),
                     flops / seconds / 1e9);
       route_report_ += line;
-      if (seconds < best) best = seconds, route_ = route;
+      if (route == GemmRoute::strassen) {
+        strassen_seconds = seconds;
+      } else if (seconds < best) {
+        best = seconds, route_ = route;
+      }
     }
+    if (strassen_seconds < kStrassenMargin * best) route_ = GemmRoute::strassen;
   }
-  if (route_ != GemmRoute::onednn_packed) {  // the packed copies would double the weights' memory
-    for (Block& block : blocks_) {
-      for (Linear* layer : {&block.qkv, &block.out_proj, &block.fc1, &block.fc2}) layer->packed = at::Tensor();
+  for (Block& block : blocks_) {
+    for (Linear* layer : {&block.qkv, &block.out_proj, &block.fc1, &block.fc2}) {
+      // The packed copies and the strassen sums would each double the weights' memory.
+      if (route_ != GemmRoute::onednn_packed) layer->packed = at::Tensor();
+      if (route_ == GemmRoute::strassen) {
+        if (!layer->strassen.defined()) add_sums(*layer);
+      } else {
+        layer->strassen = StrassenWeights();
+      }
     }
   }
 }
@@ -288,7 +343,14 @@ std::unique_ptr<NativeForward::Workspace> NativeForward::acquire(int64_t rows) c
   workspace->merged = at::empty({rows, width_});
   workspace->hidden = at::empty({rows, mlp_});
   workspace->normed = at::empty({rows, width_});
+  if (route_ == GemmRoute::strassen) workspace->strassen_scratch = at::empty({strassen_scratch_floats_for(rows)});
   return workspace;
+}
+
+int64_t NativeForward::strassen_scratch_floats_for(int64_t rows) const {
+  // qkv [3W, W], out_proj [W, W], fc1 [mlp, W], fc2 [W, mlp]: the largest need.
+  return std::max({strassen_scratch_floats(rows, 3 * width_, width_), strassen_scratch_floats(rows, mlp_, width_),
+                   strassen_scratch_floats(rows, width_, mlp_)});
 }
 
 void NativeForward::release(std::unique_ptr<Workspace> workspace) const {
@@ -324,14 +386,15 @@ at::Tensor NativeForward::forward(const at::Tensor& images) const {
     at::Tensor& h = workspace->normed;
     for (const Block& block : blocks_) {
       bias_layer_norm_out(x2d, *pending, block.ln1_w, block.ln1_b, eps_, h);
-      at::Tensor qkv = linear(block.qkv, h, &workspace->qkv, route_);
+      float* scratch = workspace->scratch();
+      at::Tensor qkv = linear(block.qkv, h, &workspace->qkv, route_, scratch);
       rope_attention_out(qkv.view({count, tokens_, 3 * width_}), cos_qk_, sin_qk_, heads_, "best", merged3d,
                          bias_left ? block.qkv.bias : none);
-      add_linear(x2d, block.out_proj, workspace->merged, route_);
+      add_linear(x2d, block.out_proj, workspace->merged, route_, scratch);
       bias_layer_norm_out(x2d, bias_left ? block.out_proj.bias : none, block.ln2_w, block.ln2_b, eps_, h);
-      at::Tensor hidden = linear(block.fc1, h, &workspace->hidden, route_);
+      at::Tensor hidden = linear(block.fc1, h, &workspace->hidden, route_, scratch);
       bias_gelu_(hidden, bias_left ? block.fc1.bias : none);
-      add_linear(x2d, block.fc2, hidden, route_);
+      add_linear(x2d, block.fc2, hidden, route_, scratch);
       pending = bias_left ? &block.fc2.bias : &none;
     }
     release(std::move(workspace));

@@ -15,6 +15,8 @@
 
 #include <torch/script.h>
 
+#include "encoder/strassen.hpp"
+
 #include <memory>
 #include <mutex>
 #include <string>
@@ -22,7 +24,7 @@
 
 namespace pe::detail {
 
-enum class GemmRoute { openblas, onednn, onednn_packed };
+enum class GemmRoute { openblas, strassen, onednn, onednn_packed };
 const char* gemm_route_name(GemmRoute route);
 
 class NativeForward {
@@ -33,8 +35,10 @@ class NativeForward {
                                                     std::string* why_not);
   ~NativeForward();
 
-  /// gemm: "auto" (time each route available on this machine on the model's own MLP
-  /// shapes and keep the fastest), "openblas", "onednn" or "onednn-packed".
+  /// gemm: "auto" (time each route available on this machine on the first block's Linear
+  /// layers and keep the fastest; strassen only by a margin), "openblas", "strassen" (one
+  /// level of Strassen-Winograd over LibTorch's BLAS, strassen.hpp), "onednn" or
+  /// "onednn-packed".
   void choose_gemm(const std::string& gemm);
   GemmRoute route() const { return route_; }
   /// What the measurement saw, e.g. "openblas 92 GFLOP/s, onednn 131 GFLOP/s, ...".
@@ -48,6 +52,7 @@ class NativeForward {
  private:
   struct Linear {
     at::Tensor weight, bias, packed;  // packed: weight as a oneDNN tensor (onednn-packed)
+    StrassenWeights strassen;         // the weight-side sums (strassen route)
   };
   struct Block {
     at::Tensor ln1_w, ln1_b, ln2_w, ln2_b;
@@ -56,13 +61,18 @@ class NativeForward {
   struct Workspace;
 
   NativeForward() = default;
-  /// x W^T on `route`: on openblas the plain products, written into *out (the caller
-  /// adds the bias in its next pass); on the oneDNN routes a fresh output, bias added.
-  at::Tensor linear(const Linear& layer, const at::Tensor& x, at::Tensor* out, GemmRoute route) const;
-  static bool bias_left_out(GemmRoute route) { return route == GemmRoute::openblas; }
-  /// residual += x W^T + bias on `route`, except that openblas leaves the bias out
-  /// (accumulating straight into residual; the caller's next pass adds it).
-  void add_linear(at::Tensor& residual, const Linear& layer, const at::Tensor& x, GemmRoute route) const;
+  /// x W^T on `route`: on openblas and strassen the products, written into *out (the
+  /// caller adds the bias in its next pass; strassen uses `scratch`, from the workspace);
+  /// on the oneDNN routes a fresh output, bias added.
+  at::Tensor linear(const Linear& layer, const at::Tensor& x, at::Tensor* out, GemmRoute route,
+                    float* scratch = nullptr) const;
+  static bool bias_left_out(GemmRoute route) { return route == GemmRoute::openblas || route == GemmRoute::strassen; }
+  /// residual += x W^T + bias on `route`, except that openblas and strassen leave the bias
+  /// out (accumulating straight into residual; the caller's next pass adds it).
+  void add_linear(at::Tensor& residual, const Linear& layer, const at::Tensor& x, GemmRoute route,
+                  float* scratch = nullptr) const;
+  /// Floats of strassen scratch for `rows` rows of the largest layer.
+  int64_t strassen_scratch_floats_for(int64_t rows) const;
   double time_route(GemmRoute route) const;
   std::unique_ptr<Workspace> acquire(int64_t rows) const;
   void release(std::unique_ptr<Workspace> workspace) const;

@@ -84,6 +84,29 @@ TEST_F(EncoderTest, OneDnnLinearsGiveTheBlasResults) {
   EXPECT_LT((got - expected).cwiseAbs().maxCoeff(), 1e-5f);  // fp32 both; summation order differs
 }
 
+// One level of Strassen-Winograd: 7 half-size products and block sums instead of the
+// plain product, so the same embeddings up to rounding. Batches of 2 and 1 images give
+// 34 and 17 token rows: the even split and the odd one (a virtual zero row).
+TEST_F(EncoderTest, StrassenLinearsGiveTheBlasResults) {
+  pe::EncoderOptions blas_options;
+  blas_options.gemm = "openblas";
+  blas_options.batch_size = 2;
+  const pe::Encoder blas(tiny_model(), blas_options);
+  pe::EncoderOptions strassen_options = blas_options;
+  strassen_options.gemm = "strassen";
+  const pe::Encoder strassen(tiny_model(), strassen_options);
+  ASSERT_EQ(strassen.gemm_route(), "strassen") << strassen.forward_description();
+  EXPECT_EQ(blas.gemm_route(), "openblas");
+  const auto a = gradient(80, 60, 1), b = gradient(30, 90, 7), c = gradient(56, 56, 3);
+  const std::vector<pe::PixelImage> images{{a.data(), 80, 60}, {b.data(), 30, 90}, {c.data(), 56, 56}};
+  const pe::Embeddings expected = blas.encode_pixels(images);
+  const pe::Embeddings got = strassen.encode_pixels(images);
+  EXPECT_LT((got - expected).cwiseAbs().maxCoeff(), 1e-5f);
+  // Not the same arithmetic: a route that silently fell back to the plain product
+  // would agree to the last bit.
+  EXPECT_GT((got - expected).cwiseAbs().maxCoeff(), 0.0f);
+}
+
 // The Encoder's own forward (fused attention, measured GEMM route) against the file's
 // TorchScript forward, the eager model's arithmetic.
 TEST_F(EncoderTest, FusedAttentionForwardGivesTheTorchScriptResults) {
