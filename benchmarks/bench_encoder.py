@@ -146,6 +146,8 @@ def run_breakdown(args, route):
           + f"; the GEMM limit below uses the best, {best:.1f}")
     modes = [("eager", "openblas"), ("script-onednn", "onednn")]
     if hasattr(torch.ops, "pe") and _has_fused_attention():
+        if route == "strassen":  # the plain products too, to show what the route changes
+            modes.append(("native", "openblas"))
         modes.append(("native", route))
     for mode, route in modes:
         result = forward_breakdown.breakdown(args.config, args.batch_size, args.breakdown_layers, mode, best, route)

@@ -10,9 +10,10 @@ and memory handling as the code it stands for, and times each operator group wit
 * ``script-onednn``: the same with the Linear layers through oneDNN, what pe::Encoder ran
   before its own forward (the TorchScript file with ``onednn_linears``);
 * ``native``: what pe::Encoder's forward runs now: the Linear layers on a GEMM route
-  (``openblas`` / ``onednn`` / ``onednn-packed``), attention through the fused
+  (``openblas`` / ``strassen`` / ``onednn`` / ``onednn-packed``), attention through the fused
   ``pe::rope_attention`` operator (the qkv bias, RoPE, scaled QK^T, softmax and AV in
-  one pass) and GELU through ``pe::bias_gelu_``. On ``openblas`` the GEMMs write into
+  one pass) and GELU through ``pe::bias_gelu_``. On ``openblas`` and ``strassen``
+  (``pe::strassen_linear_out``, its rate counting the plain product's FLOPs) the GEMMs write into
   reused buffers without their bias, out_proj and fc2 accumulating straight into the
   residual stream; the attention kernel adds qkv's bias, ``pe::bias_gelu_`` fc1's, and
   ``pe::bias_layer_norm_`` out_proj's and fc2's in the LayerNorm pass after them (so
@@ -65,34 +66,50 @@ def _block_flops(tokens, width, mlp_width):
             "fused attention": 4 * tokens * tokens * width}
 
 
-def _replay_native_openblas(block, x, cos_qk, sin_qk, timer, buffers):
-    """The own forward's block on the openblas route, as forward.cpp runs it."""
+def _replay_native_into_buffers(block, x, cos_qk, sin_qk, timer, buffers, strassen=False):
+    """The own forward's block on the openblas route, or on strassen (one level of
+    Strassen-Winograd, pe::strassen_linear_out), as forward.cpp runs it."""
     attn, mlp = block.attn, block.mlp
     batch, tokens, width = x.shape
     rows = batch * tokens
     x2d = x.view(rows, width)
-    if rows not in buffers:  # the forward's reused buffers for qkv and the MLP activations
-        buffers[rows] = (torch.empty(rows, 3 * width), torch.empty(rows, mlp.c_fc.out_features))
-    qkv, hidden = buffers[rows]
+    mlp_width = mlp.c_fc.out_features
     ops = torch.ops.pe
+    if rows not in buffers:  # the forward's reused buffers for qkv, the MLP activations, strassen's scratch
+        scratch = max(ops.strassen_scratch_floats(rows, n, k)
+                      for n, k in [(3 * width, width), (mlp_width, width), (width, mlp_width)]) if strassen else 0
+        buffers[rows] = (torch.empty(rows, 3 * width), torch.empty(rows, mlp_width), torch.empty(scratch))
+    qkv, hidden, scratch = buffers[rows]
+    sums = buffers.setdefault("sums", {})  # weight-side sums, made once per weight as at load
+
+    def product(weight, a, out, accumulate):
+        if not strassen:
+            return torch.mm(a, weight.t(), out=out) if not accumulate else out.addmm_(a, weight.t())
+        return ops.strassen_linear_out(a, weight, sums[id(weight)], out, accumulate, scratch)
+
+    if strassen:
+        for weight in (attn.in_proj_weight, attn.out_proj.weight, mlp.c_fc.weight, mlp.c_proj.weight):
+            if id(weight) not in sums:
+                sums[id(weight)] = ops.strassen_weights(weight)
     # The first LayerNorm adds the previous block's fc2 bias (here this block's: the same size).
     h = timer("LayerNorm", ops.bias_layer_norm_, x2d, mlp.c_proj.bias, block.ln_1.weight, block.ln_1.bias,
               block.ln_1.eps)
-    timer("Linear qkv", torch.mm, h, attn.in_proj_weight.t(), out=qkv)
+    timer("Linear qkv", product, attn.in_proj_weight, h, qkv, False)
     merged = timer("fused attention", ops.rope_attention, qkv.view(batch, tokens, 3 * width), cos_qk, sin_qk,
                    attn.heads, "best", attn.in_proj_bias)
-    timer("Linear out_proj", x2d.addmm_, merged.view(rows, width), attn.out_proj.weight.t())
+    timer("Linear out_proj", product, attn.out_proj.weight, merged.view(rows, width), x2d, True)
     h = timer("LayerNorm", ops.bias_layer_norm_, x2d, attn.out_proj.bias, block.ln_2.weight, block.ln_2.bias,
               block.ln_2.eps)
-    timer("Linear fc1", torch.mm, h, mlp.c_fc.weight.t(), out=hidden)
+    timer("Linear fc1", product, mlp.c_fc.weight, h, hidden, False)
     timer("GELU", ops.bias_gelu_, hidden, mlp.c_fc.bias)
-    timer("Linear fc2", x2d.addmm_, hidden, mlp.c_proj.weight.t())
+    timer("Linear fc2", product, mlp.c_proj.weight, hidden, x2d, True)
 
 
 def replay_block(block, x, cos_qk, sin_qk, timer, mode, route="openblas", packed=None, buffers=None):
     """One block, x [B, N, W] updated in place, each operator group timed."""
-    if mode == "native" and route == "openblas":
-        return _replay_native_openblas(block, x, cos_qk, sin_qk, timer, buffers if buffers is not None else {})
+    if mode == "native" and route in ("openblas", "strassen"):
+        return _replay_native_into_buffers(block, x, cos_qk, sin_qk, timer, buffers if buffers is not None else {},
+                                           strassen=route == "strassen")
     attn, mlp = block.attn, block.mlp
     batch, tokens, width = x.shape
     heads, head_dim = attn.heads, attn.head_dim
