@@ -384,9 +384,9 @@ at::Tensor NativeForward::forward(const at::Tensor& images) const {
     const at::Tensor none;
     const at::Tensor* pending = &none;  // the bias the residual stream still lacks
     at::Tensor& h = workspace->normed;
+    float* scratch = workspace->scratch();  // strassen route only, else null
     for (const Block& block : blocks_) {
       bias_layer_norm_out(x2d, *pending, block.ln1_w, block.ln1_b, eps_, h);
-      float* scratch = workspace->scratch();
       at::Tensor qkv = linear(block.qkv, h, &workspace->qkv, route_, scratch);
       rope_attention_out(qkv.view({count, tokens_, 3 * width_}), cos_qk_, sin_qk_, heads_, "best", merged3d,
                          bias_left ? block.qkv.bias : none);

@@ -1,7 +1,8 @@
 // One level of Strassen-Winograd for x W^T (see strassen.hpp).
 //
 // Notation: A = x [M, K], B = W^T [K, N], C = out, each split into 2 x 2 blocks of
-// m = M/2 rows, k = K/2, n = N/2 columns. Winograd's sums and products:
+// m = ceil(M/2) top rows (M - m bottom ones), k = K/2, n = N/2 columns. Winograd's sums
+// and products:
 //   S1 = A21 + A22, S2 = S1 - A11, S3 = A11 - A21, S4 = A12 - S2
 //   T1 = B12 - B11, T2 = B22 - T1, T3 = B22 - B12, T4 = T2 - B21   (strassen_weights)
 //   P1 = A11 B11, P2 = A12 B21, P3 = S4 B22, P4 = A22 T4, P5 = S1 T1, P6 = S2 T2, P7 = S3 T3
@@ -63,9 +64,9 @@ StrassenWeights strassen_weights(const at::Tensor& weight) {
   return sums;
 }
 
-int64_t strassen_scratch_floats(int64_t rows, int64_t n, int64_t k) {
+int64_t strassen_scratch_floats(int64_t rows, int64_t out_features, int64_t in_features) {
   const int64_t m = (rows + 1) / 2;
-  return 2 * m * (n / 2) + 4 * m * (k / 2);
+  return 2 * m * (out_features / 2) + 4 * m * (in_features / 2);
 }
 
 void strassen_linear(const at::Tensor& x, const at::Tensor& weight, const StrassenWeights& sums, at::Tensor& out,

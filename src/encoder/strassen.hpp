@@ -44,8 +44,9 @@ bool strassen_applies(const at::Tensor& weight);
 /// The sums for `weight` [N, K] float32 (strassen_applies must hold).
 StrassenWeights strassen_weights(const at::Tensor& weight);
 
-/// Floats of scratch strassen_linear needs for `rows` rows of a layer [N, K].
-int64_t strassen_scratch_floats(int64_t rows, int64_t n, int64_t k);
+/// Floats of scratch strassen_linear needs for `rows` rows of a layer whose weight is
+/// [out_features, in_features] (N, K).
+int64_t strassen_scratch_floats(int64_t rows, int64_t out_features, int64_t in_features);
 
 /// out = x W^T (accumulate: out += x W^T), no bias. x [M, K] and out [M, N] float32,
 /// each row-major with unit column stride (out may be a row-major view with a longer
