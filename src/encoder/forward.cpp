@@ -103,7 +103,7 @@ std::unique_ptr<NativeForward> NativeForward::from_module(const torch::jit::Modu
     return fail("the positional embedding is for another grid than " + std::to_string(image_size) + " px");
   }
   auto linear_of = [&](const std::string& prefix, const std::string& weight, const std::string& bias) {
-    return Linear{param(prefix + weight), param(prefix + bias), at::Tensor()};
+    return Linear{param(prefix + weight), param(prefix + bias), at::Tensor(), StrassenWeights()};
   };
   for (int64_t i = 0;; ++i) {
     const std::string prefix = "transformer.resblocks." + std::to_string(i) + ".";
