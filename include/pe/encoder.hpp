@@ -94,11 +94,14 @@ struct EncoderOptions {
   /// which runs and why. See docs/encoder_speed.md.
   bool fused_attention = true;
   /// GEMM route of the Linear layers on that forward: "auto" (each route timed at
-  /// load on the first block's Linear layers, the fastest kept; strassen only when 3%
-  /// faster than the rest), "openblas" (LibTorch's BLAS), "strassen" (one level of
-  /// Strassen-Winograd over that BLAS: 7/8 of the multiplications, weight-side sums as
-  /// large as the weights kept in memory), "onednn", or "onednn-packed" (weights
-  /// converted to oneDNN tensors once).
+  /// load on each of a block's four Linear layers, qkv, out_proj, fc1 and fc2, and the
+  /// fastest kept for that layer in every block; strassen only when 3% faster than the
+  /// rest), "openblas" (LibTorch's BLAS), "strassen" (one level of Strassen-Winograd
+  /// over that BLAS: 7/8 of the multiplications, weight-side sums as large as the
+  /// weights kept in memory), "onednn", or "onednn-packed" (weights converted to oneDNN
+  /// tensors once), for every layer; or layer=route pairs, e.g.
+  /// "qkv=strassen,fc2=onednn" (the layers not named are timed), the form gemm_route()
+  /// prints, so that a later load can pin what one load measured.
   /// onednn = false means "openblas".
   std::string gemm = "auto";
   int64_t max_pixels = image::kDefaultMaxPixels;  ///< PIL's bomb rule per image (image::DecodeOptions)
@@ -168,14 +171,17 @@ class Encoder {
 
   const ModelInfo& info() const;
   const EncoderOptions& options() const;
-  /// Whether the forward pass runs its Linear layers through oneDNN (options().onednn
-  /// asked for it, and the device, LibTorch and model file allow it).
+  /// Whether the forward pass runs its Linear layers (on the own forward: any of them)
+  /// through oneDNN (options().onednn asked for it, and the device, LibTorch and model
+  /// file allow it).
   bool uses_onednn() const;
   /// Whether the Encoder's own forward with the fused attention kernel runs (see
   /// EncoderOptions::fused_attention).
   bool uses_fused_attention() const;
-  /// The Linear layers' route: "openblas", "onednn" or "onednn-packed" on the
-  /// Encoder's own forward; "torchscript" / "torchscript-onednn" / "aoti" otherwise.
+  /// The Linear layers' route on the Encoder's own forward: "openblas", "strassen",
+  /// "onednn" or "onednn-packed" when every layer takes the same, else one per layer,
+  /// "qkv=strassen,out_proj=openblas,fc1=openblas,fc2=onednn" (either form is a valid
+  /// EncoderOptions::gemm); "torchscript" / "torchscript-onednn" / "aoti" otherwise.
   std::string gemm_route() const;
   /// One line on the forward in use: the attention kernel, the GEMM route and the
   /// rates measured at load, or why the TorchScript forward runs.

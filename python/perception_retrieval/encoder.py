@@ -112,10 +112,12 @@ class Encoder:
                     with the fused RoPE attention kernel (``torch.ops.pe.rope_attention``);
                     files it does not recognise keep their TorchScript forward
                     (``forward_description`` says which runs; docs/encoder_speed.md)
-    gemm:           the Linear layers' route on that forward: "auto" (timed at load, the
-                    fastest kept), "openblas", "strassen" (one level of Strassen-Winograd over
-                    the same BLAS: 7/8 of the multiplications, and weight-side sums as large
-                    as the weights kept in memory), "onednn" or "onednn-packed"
+    gemm:           the Linear layers' route on that forward: "auto" (timed at load for each of
+                    a block's layers qkv, out_proj, fc1 and fc2, the fastest kept per layer),
+                    "openblas", "strassen" (one level of Strassen-Winograd over the same BLAS:
+                    7/8 of the multiplications, and weight-side sums as large as the weights
+                    kept in memory), "onednn" or "onednn-packed" for every layer, or
+                    layer=route pairs such as "qkv=strassen,fc2=onednn" (the rest timed)
     """
 
     def __init__(self, model_path, device: str = DEFAULTS["device"], batch_size: int = DEFAULTS["batch_size"],
@@ -205,8 +207,10 @@ class Encoder:
 
     @property
     def gemm_route(self) -> str:
-        """The Linear layers' route: "openblas", "strassen", "onednn", "onednn-packed" (own forward), else
-        "torchscript", "torchscript-onednn" or "aoti"."""
+        """The Linear layers' route on the own forward: "openblas", "strassen", "onednn" or
+        "onednn-packed" when every layer takes the same, else one per layer, e.g.
+        "qkv=strassen,out_proj=openblas,fc1=openblas,fc2=onednn" (either form is a valid ``gemm``);
+        "torchscript", "torchscript-onednn" or "aoti" otherwise."""
         return self._encoder.gemm_route
 
     @property

@@ -235,9 +235,10 @@ void check_options(const EncoderOptions& options) {
     invalid("decode_threads must be >= 0 (0 = all cores), got " + std::to_string(options.decode_threads));
   }
   if (options.max_pixels <= 0) invalid("max_pixels must be >= 1, got " + std::to_string(options.max_pixels));
-  if (options.gemm != "auto" && options.gemm != "openblas" && options.gemm != "strassen" && options.gemm != "onednn" &&
-      options.gemm != "onednn-packed") {
-    invalid("gemm \"" + options.gemm + "\" is not auto, openblas, strassen, onednn or onednn-packed");
+  try {
+    detail::parse_gemm(options.gemm);
+  } catch (const std::invalid_argument& wrong) {
+    invalid(wrong.what());
   }
 }
 
@@ -389,7 +390,7 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
     if (model->native) {
       // The GEMM route is measured here, on this machine, with this process's threads.
       if (options_.threads > 0) torch::set_num_threads(options_.threads);
-      model->native->choose_gemm(options_.onednn ? options_.gemm : "openblas");
+      model->native->choose_gemm(detail::parse_gemm(options_.onednn ? options_.gemm : "openblas"));
       // The own forward re-implements the file's arithmetic from its weights, so it is
       // only trusted once it gives the file's own embedding on this machine: one
       // random image through both at load (a second forward's cost, paid once). A
@@ -397,12 +398,11 @@ Encoder::Encoder(const std::string& model_path, EncoderOptions options) : option
       // know) then keeps its TorchScript forward instead of silently changing results.
       const double agreement = model->native_agreement(info_.image_size);
       if (agreement >= Model::kNativeAgreement) {
-        model->onednn = model->native->route() == detail::GemmRoute::onednn ||
-                        model->native->route() == detail::GemmRoute::onednn_packed;
+        model->onednn = model->native->uses_onednn();
         char cosine[32];
         std::snprintf(cosine, sizeof cosine, "%.7f", agreement);
         native_note_ = "own forward, attention kernel " + model->native->attention_kernel() + ", GEMM route " +
-                       detail::gemm_route_name(model->native->route()) +
+                       detail::describe_gemm(model->native->routes()) +
                        (model->native->route_report().empty() ? "" : " (measured: " + model->native->route_report() + ")") +
                        ", cosine " + cosine + " to the file's forward at load";
       } else {
@@ -461,7 +461,7 @@ const EncoderOptions& Encoder::options() const { return options_; }
 bool Encoder::uses_onednn() const { return model_->onednn; }
 bool Encoder::uses_fused_attention() const { return model_->native != nullptr; }
 std::string Encoder::gemm_route() const {
-  if (model_->native) return detail::gemm_route_name(model_->native->route());
+  if (model_->native) return detail::describe_gemm(model_->native->routes());
   if (model_->format == ModelFormat::kAoti) return "aoti";
   return model_->onednn ? "torchscript-onednn" : "torchscript";
 }

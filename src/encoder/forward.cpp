@@ -7,12 +7,13 @@
 #include "encoder/forward.hpp"
 
 #include <ATen/ATen.h>
+#include <ATen/CPUGeneratorImpl.h>
 #include <ATen/Context.h>
 #include <ATen/Parallel.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cmath>
-#include <algorithm>
 #include <cstdio>
 #include <map>
 #include <utility>
@@ -20,15 +21,6 @@
 #include "encoder/attention.hpp"
 
 namespace pe::detail {
-
-const char* gemm_route_name(GemmRoute route) {
-  switch (route) {
-    case GemmRoute::onednn: return "onednn";
-    case GemmRoute::onednn_packed: return "onednn-packed";
-    case GemmRoute::strassen: return "strassen";
-    default: return "openblas";
-  }
-}
 
 namespace {
 
@@ -220,108 +212,137 @@ void NativeForward::add_linear(at::Tensor& residual, const Linear& layer, const 
   }
 }
 
-double NativeForward::time_route(GemmRoute route) const {
-  // The first block's four Linear layers on a full micro-batch (the shapes the forward
-  // runs; one image's 577 rows ranked the routes differently), called as the forward
-  // calls them: products into reused buffers and the residual for openblas and
-  // strassen, fresh outputs for oneDNN. All four, not the largest alone: strassen's
-  // memory passes weigh differently on each shape.
-  const Block& block = blocks_[0];
+const NativeForward::Linear& NativeForward::layer_of(const Block& block, LinearRole role) {
+  switch (role) {
+    case LinearRole::out_proj: return block.out_proj;
+    case LinearRole::fc1: return block.fc1;
+    case LinearRole::fc2: return block.fc2;
+    case LinearRole::qkv: break;
+  }
+  return block.qkv;
+}
+
+NativeForward::Linear& NativeForward::layer_of(Block& block, LinearRole role) {
+  return const_cast<Linear&>(layer_of(static_cast<const Block&>(block), role));
+}
+
+bool NativeForward::uses_onednn() const {
+  return std::any_of(routes_.begin(), routes_.end(),
+                     [](GemmRoute route) { return route == GemmRoute::onednn || route == GemmRoute::onednn_packed; });
+}
+
+double NativeForward::time_layer(LinearRole role, GemmRoute route) const {
+  // The layer's shape on a full micro-batch (one image's 577 rows ranked the routes
+  // differently), called as the forward calls it: a product into a reused buffer, or
+  // accumulated into the residual stream (out_proj, fc2), on openblas and strassen;
+  // fresh outputs on oneDNN. Inputs from a generator of its own: the host's RNG is not
+  // the library's to move.
+  const Linear& layer = layer_of(blocks_[0], role);
   const int64_t rows = micro_batch_ * tokens_;
-  const at::Tensor x = at::randn({rows, width_});
-  const at::Tensor wide = at::randn({rows, mlp_});  // fc2's input
-  at::Tensor qkv = at::empty({rows, 3 * width_}), hidden = at::empty({rows, mlp_});
-  at::Tensor residual = at::zeros({rows, width_});
-  const bool into_buffer = bias_left_out(route);
+  auto generator = at::detail::createCPUGenerator(/*seed_in=*/0);
+  const at::Tensor x = at::randn({rows, layer.weight.size(1)}, generator, at::TensorOptions().dtype(at::kFloat));
+  at::Tensor out = at::zeros({rows, layer.weight.size(0)});
+  const bool accumulate = role == LinearRole::out_proj || role == LinearRole::fc2;
   const at::Tensor scratch_buffer =
-      route == GemmRoute::strassen ? at::empty({strassen_scratch_floats_for(rows)}) : at::Tensor();
+      route == GemmRoute::strassen
+          ? at::empty({strassen_scratch_floats(rows, layer.weight.size(0), layer.weight.size(1))})
+          : at::Tensor();
   float* scratch = scratch_buffer.defined() ? scratch_buffer.data_ptr<float>() : nullptr;
   double best = 1e30;
-  for (int repeat = 0; repeat < 2; ++repeat) {  // the first is a warm-up
+  for (int repeat = 0; repeat < 3; ++repeat) {  // the first is a warm-up
     const auto start = std::chrono::steady_clock::now();
-    linear(block.qkv, x, into_buffer ? &qkv : nullptr, route, scratch);
-    add_linear(residual, block.out_proj, x, route, scratch);
-    linear(block.fc1, x, into_buffer ? &hidden : nullptr, route, scratch);
-    add_linear(residual, block.fc2, wide, route, scratch);
+    if (accumulate) {
+      add_linear(out, layer, x, route, scratch);
+    } else {
+      linear(layer, x, bias_left_out(route) ? &out : nullptr, route, scratch);
+    }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     if (repeat > 0) best = std::min(best, seconds);
   }
   return best;
 }
 
-void NativeForward::choose_gemm(const std::string& gemm) {
-  std::vector<GemmRoute> candidates;
-  if (gemm == "openblas") {
-    candidates = {GemmRoute::openblas};
-  } else if (gemm == "strassen") {
-    candidates = {GemmRoute::strassen};
-  } else if (!at::hasMKLDNN()) {
-    candidates = {GemmRoute::openblas, GemmRoute::strassen};
-  } else if (gemm == "onednn") {
-    candidates = {GemmRoute::onednn};
-  } else if (gemm == "onednn-packed") {
-    candidates = {GemmRoute::onednn_packed};
-  } else {
-    candidates = {GemmRoute::openblas, GemmRoute::strassen, GemmRoute::onednn, GemmRoute::onednn_packed};
-  }
-  const bool packed = std::find(candidates.begin(), candidates.end(), GemmRoute::onednn_packed) != candidates.end();
-  auto pack = [](Linear& layer) { layer.packed = layer.weight.to_mkldnn(); };
-  if (packed) {
-    for (Block& block : blocks_) {
-      for (Linear* layer : {&block.qkv, &block.out_proj, &block.fc1, &block.fc2}) pack(*layer);
+void NativeForward::choose_gemm(const GemmPins& pins) {
+  const std::vector<GemmRoute> available =
+      at::hasMKLDNN() ? std::vector<GemmRoute>{GemmRoute::openblas, GemmRoute::strassen, GemmRoute::onednn,
+                                                GemmRoute::onednn_packed}
+                      : std::vector<GemmRoute>{GemmRoute::openblas, GemmRoute::strassen};
+  std::array<std::vector<GemmRoute>, kLinearRoles> candidates;
+  for (LinearRole role : kAllLinearRoles) {
+    const std::optional<GemmRoute>& pin = pins[static_cast<int>(role)];
+    const bool usable = pin && std::find(available.begin(), available.end(), *pin) != available.end();
+    std::vector<GemmRoute>& mine = candidates[static_cast<int>(role)];
+    mine = usable ? std::vector<GemmRoute>{*pin} : available;
+    // strassen splits both dimensions in two.
+    if (!strassen_applies(layer_of(blocks_[0], role).weight)) {
+      mine.erase(std::remove(mine.begin(), mine.end(), GemmRoute::strassen), mine.end());
+      if (mine.empty()) mine = {GemmRoute::openblas};
     }
   }
-  // The strassen sums of the timed block only, until the route is chosen: all of them
-  // are as large as the weights themselves.
-  auto add_sums = [](Linear& layer) {
-    if (strassen_applies(layer.weight)) layer.strassen = strassen_weights(layer.weight);
+  // The first block's packed copies and strassen sums only, until the routes are chosen:
+  // each is as large as the weights themselves.
+  auto prepare = [](Linear& layer, GemmRoute route) {
+    if (route == GemmRoute::onednn_packed && !layer.packed.defined()) layer.packed = layer.weight.to_mkldnn();
+    if (route == GemmRoute::strassen && !layer.strassen.defined()) layer.strassen = strassen_weights(layer.weight);
   };
-  const bool strassen = std::find(candidates.begin(), candidates.end(), GemmRoute::strassen) != candidates.end();
-  if (strassen) {
-    Block& first = blocks_[0];
-    for (Linear* layer : {&first.qkv, &first.out_proj, &first.fc1, &first.fc2}) add_sums(*layer);
+  for (LinearRole role : kAllLinearRoles) {
+    for (GemmRoute route : candidates[static_cast<int>(role)]) prepare(layer_of(blocks_[0], role), route);
   }
-  route_ = candidates.front();
   route_report_.clear();
-  if (candidates.size() > 1) {
+  {
     at::NoGradGuard no_grad;
-    // The block's Linear FLOPs: qkv, out_proj, fc1, fc2.
-    const double flops = 2.0 * static_cast<double>(micro_batch_ * tokens_) * width_ * (4.0 * width_ + 2.0 * mlp_);
     // Two rounds, each route's best kept: the first call of a library starts its threads
-    // and maps its buffers, and a shared machine's noise hits every route alike.
-    std::vector<double> times(candidates.size(), 1e30);
-    for (int round = 0; round < 2; ++round) {
-      for (size_t i = 0; i < candidates.size(); ++i) times[i] = std::min(times[i], time_route(candidates[i]));
+    // and maps its buffers, and a shared machine's noise then hits every route alike.
+    std::array<std::vector<double>, kLinearRoles> times;
+    for (LinearRole role : kAllLinearRoles) {
+      const int r = static_cast<int>(role);
+      times[r].assign(candidates[r].size(), 1e30);
     }
-    // strassen keeps sums as large as the weights (+1.2 GB for L14) and makes load slower,
-    // so it must beat the best other route by a margin, not by noise (here, 2-core VMs,
-    // the routes' times move by 1-3% from one load to the next).
-    constexpr double kStrassenMargin = 0.97;
-    double best = 1e30, strassen_seconds = 1e30;
-    for (size_t i = 0; i < candidates.size(); ++i) {
-      const GemmRoute route = candidates[i];
-      const double seconds = times[i];
-      char line[96];
-      std::snprintf(line, sizeof line, "%s%s %.1f GFLOP/s", route_report_.empty() ? "" : ", ", gemm_route_name(route),
-                    flops / seconds / 1e9);
-      route_report_ += line;
-      if (route == GemmRoute::strassen) {
-        strassen_seconds = seconds;
-      } else if (seconds < best) {
-        best = seconds, route_ = route;
+    for (int round = 0; round < 2; ++round) {
+      for (LinearRole role : kAllLinearRoles) {
+        const int r = static_cast<int>(role);
+        if (candidates[r].size() < 2) continue;
+        for (size_t i = 0; i < candidates[r].size(); ++i) {
+          times[r][i] = std::min(times[r][i], time_layer(role, candidates[r][i]));
+        }
       }
     }
-    if (strassen_seconds < kStrassenMargin * best) route_ = GemmRoute::strassen;
+    // strassen keeps sums as large as the weights (+1.2 GB for L14 on every layer) and
+    // makes load slower, so it must beat the best other route by a margin, not by noise
+    // (here, 2-core VMs, a route's time moves by 1-3% from one load to the next).
+    constexpr double kStrassenMargin = 0.97;
+    const double rows = static_cast<double>(micro_batch_ * tokens_);
+    for (LinearRole role : kAllLinearRoles) {
+      const int r = static_cast<int>(role);
+      routes_[r] = candidates[r].front();
+      if (candidates[r].size() < 2) continue;
+      const at::Tensor& weight = layer_of(blocks_[0], role).weight;
+      const double flops = 2.0 * rows * static_cast<double>(weight.size(0)) * static_cast<double>(weight.size(1));
+      route_report_ += std::string(route_report_.empty() ? "" : "; ") + linear_role_name(role) + ":";
+      double best = 1e30, strassen_seconds = 1e30;
+      for (size_t i = 0; i < candidates[r].size(); ++i) {
+        const GemmRoute route = candidates[r][i];
+        char rate[64];
+        std::snprintf(rate, sizeof rate, "%s %s %.1f", i == 0 ? "" : ",", gemm_route_name(route),
+                      flops / times[r][i] / 1e9);
+        route_report_ += rate;
+        if (route == GemmRoute::strassen) {
+          strassen_seconds = times[r][i];
+        } else if (times[r][i] < best) {
+          best = times[r][i], routes_[r] = route;
+        }
+      }
+      if (strassen_seconds < kStrassenMargin * best) routes_[r] = GemmRoute::strassen;
+    }
+    if (!route_report_.empty()) route_report_ += " GFLOP/s";
   }
   for (Block& block : blocks_) {
-    for (Linear* layer : {&block.qkv, &block.out_proj, &block.fc1, &block.fc2}) {
-      // The packed copies and the strassen sums would each double the weights' memory.
-      if (route_ != GemmRoute::onednn_packed) layer->packed = at::Tensor();
-      if (route_ == GemmRoute::strassen) {
-        if (!layer->strassen.defined()) add_sums(*layer);
-      } else {
-        layer->strassen = StrassenWeights();
-      }
+    for (LinearRole role : kAllLinearRoles) {
+      Linear& layer = layer_of(block, role);
+      const GemmRoute route = routes_[static_cast<int>(role)];
+      if (route != GemmRoute::onednn_packed) layer.packed = at::Tensor();
+      if (route != GemmRoute::strassen) layer.strassen = StrassenWeights();
+      prepare(layer, route);
     }
   }
 }
@@ -343,14 +364,19 @@ std::unique_ptr<NativeForward::Workspace> NativeForward::acquire(int64_t rows) c
   workspace->merged = at::empty({rows, width_});
   workspace->hidden = at::empty({rows, mlp_});
   workspace->normed = at::empty({rows, width_});
-  if (route_ == GemmRoute::strassen) workspace->strassen_scratch = at::empty({strassen_scratch_floats_for(rows)});
+  const int64_t scratch = strassen_scratch_floats_for(rows);
+  if (scratch > 0) workspace->strassen_scratch = at::empty({scratch});
   return workspace;
 }
 
 int64_t NativeForward::strassen_scratch_floats_for(int64_t rows) const {
-  // qkv [3W, W], out_proj [W, W], fc1 [mlp, W], fc2 [W, mlp]: the largest need.
-  return std::max({strassen_scratch_floats(rows, 3 * width_, width_), strassen_scratch_floats(rows, mlp_, width_),
-                   strassen_scratch_floats(rows, width_, mlp_)});
+  int64_t floats = 0;
+  for (LinearRole role : kAllLinearRoles) {
+    if (route(role) != GemmRoute::strassen) continue;
+    const at::Tensor& weight = layer_of(blocks_[0], role).weight;
+    floats = std::max(floats, strassen_scratch_floats(rows, weight.size(0), weight.size(1)));
+  }
+  return floats;
 }
 
 void NativeForward::release(std::unique_ptr<Workspace> workspace) const {
@@ -379,23 +405,26 @@ at::Tensor NativeForward::forward(const at::Tensor& images) const {
     at::Tensor merged3d = workspace->merged.view({count, tokens_, width_});
     // Where linear() and add_linear() leave the bias out, the kernel after them adds it:
     // the attention kernel qkv's, the GELU pass fc1's, the LayerNorm pass after them
-    // out_proj's and fc2's (into the residual stream x2d).
-    const bool bias_left = bias_left_out(route_);
+    // out_proj's and fc2's (into the residual stream x2d). Each layer has its own route,
+    // so each hand-off asks the route of the layer before it.
+    const GemmRoute qkv_route = route(LinearRole::qkv), out_route = route(LinearRole::out_proj);
+    const GemmRoute fc1_route = route(LinearRole::fc1), fc2_route = route(LinearRole::fc2);
     const at::Tensor none;
     const at::Tensor* pending = &none;  // the bias the residual stream still lacks
     at::Tensor& h = workspace->normed;
     float* scratch = workspace->scratch();  // strassen route only, else null
     for (const Block& block : blocks_) {
       bias_layer_norm_out(x2d, *pending, block.ln1_w, block.ln1_b, eps_, h);
-      at::Tensor qkv = linear(block.qkv, h, &workspace->qkv, route_, scratch);
+      at::Tensor qkv = linear(block.qkv, h, &workspace->qkv, qkv_route, scratch);
       rope_attention_out(qkv.view({count, tokens_, 3 * width_}), cos_qk_, sin_qk_, heads_, "best", merged3d,
-                         bias_left ? block.qkv.bias : none);
-      add_linear(x2d, block.out_proj, workspace->merged, route_, scratch);
-      bias_layer_norm_out(x2d, bias_left ? block.out_proj.bias : none, block.ln2_w, block.ln2_b, eps_, h);
-      at::Tensor hidden = linear(block.fc1, h, &workspace->hidden, route_, scratch);
-      bias_gelu_(hidden, bias_left ? block.fc1.bias : none);
-      add_linear(x2d, block.fc2, hidden, route_, scratch);
-      pending = bias_left ? &block.fc2.bias : &none;
+                         bias_left_out(qkv_route) ? block.qkv.bias : none);
+      add_linear(x2d, block.out_proj, workspace->merged, out_route, scratch);
+      bias_layer_norm_out(x2d, bias_left_out(out_route) ? block.out_proj.bias : none, block.ln2_w, block.ln2_b, eps_,
+                          h);
+      at::Tensor hidden = linear(block.fc1, h, &workspace->hidden, fc1_route, scratch);
+      bias_gelu_(hidden, bias_left_out(fc1_route) ? block.fc1.bias : none);
+      add_linear(x2d, block.fc2, hidden, fc2_route, scratch);
+      pending = bias_left_out(fc2_route) ? &block.fc2.bias : &none;
     }
     release(std::move(workspace));
     at::Tensor normed = at::empty_like(x);

@@ -15,6 +15,7 @@
 
 #include <torch/script.h>
 
+#include "encoder/gemm_route.hpp"
 #include "encoder/strassen.hpp"
 
 #include <memory>
@@ -24,9 +25,6 @@
 
 namespace pe::detail {
 
-enum class GemmRoute { openblas, strassen, onednn, onednn_packed };
-const char* gemm_route_name(GemmRoute route);
-
 class NativeForward {
  public:
   /// The forward of `exported` (a module from perception_retrieval.export) for images
@@ -35,13 +33,15 @@ class NativeForward {
                                                     std::string* why_not);
   ~NativeForward();
 
-  /// gemm: "auto" (time each route available on this machine on the first block's Linear
-  /// layers and keep the fastest; strassen only by a margin), "openblas", "strassen" (one
-  /// level of Strassen-Winograd over LibTorch's BLAS, strassen.hpp), "onednn" or
-  /// "onednn-packed".
-  void choose_gemm(const std::string& gemm);
-  GemmRoute route() const { return route_; }
-  /// What the measurement saw, e.g. "openblas 92 GFLOP/s, onednn 131 GFLOP/s, ...".
+  /// Each Linear role's route: the pinned one, else (nullopt) the fastest of the routes
+  /// this LibTorch has, timed at load on that role's layer of the first block (strassen
+  /// only by a margin). A pinned oneDNN route without oneDNN is measured instead.
+  void choose_gemm(const GemmPins& pins);
+  GemmRoute route(LinearRole role) const { return routes_[static_cast<int>(role)]; }
+  const GemmRoutes& routes() const { return routes_; }
+  /// Whether any layer runs through oneDNN.
+  bool uses_onednn() const;
+  /// What the measurement saw, e.g. "qkv: openblas 209.1, strassen 224.0, ... GFLOP/s; fc2: ...".
   const std::string& route_report() const { return route_report_; }
   /// The attention kernel in use ("avx512", "avx2" or "scalar").
   const std::string& attention_kernel() const { return attention_kernel_; }
@@ -71,9 +71,13 @@ class NativeForward {
   /// out (accumulating straight into residual; the caller's next pass adds it).
   void add_linear(at::Tensor& residual, const Linear& layer, const at::Tensor& x, GemmRoute route,
                   float* scratch = nullptr) const;
-  /// Floats of strassen scratch for `rows` rows of the largest layer.
+  /// Floats of strassen scratch for `rows` rows of the largest layer on that route (0: none).
   int64_t strassen_scratch_floats_for(int64_t rows) const;
-  double time_route(GemmRoute route) const;
+  /// The best of two timed calls of `role`'s first-block layer on `route`, called as the
+  /// forward calls it, on a full micro-batch.
+  double time_layer(LinearRole role, GemmRoute route) const;
+  static const Linear& layer_of(const Block& block, LinearRole role);
+  static Linear& layer_of(Block& block, LinearRole role);
   std::unique_ptr<Workspace> acquire(int64_t rows) const;
   void release(std::unique_ptr<Workspace> workspace) const;
 
@@ -89,7 +93,7 @@ class NativeForward {
   // (pool_value_w_ [heads, width, head_dim], pool_value_b_ [width]); see from_module.
   at::Tensor pool_key_, pool_key_bias_, pool_value_w_, pool_value_b_, pool_ln_w_, pool_ln_b_;
   Linear pool_out_, pool_fc1_, pool_fc2_;
-  GemmRoute route_ = GemmRoute::openblas;
+  GemmRoutes routes_{};  // indexed by LinearRole
   std::string route_report_, attention_kernel_;
   mutable std::mutex pool_mutex_;
   mutable std::vector<std::unique_ptr<Workspace>> free_workspaces_;

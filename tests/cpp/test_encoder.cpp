@@ -107,6 +107,42 @@ TEST_F(EncoderTest, StrassenLinearsGiveTheBlasResults) {
   EXPECT_GT((got - expected).cwiseAbs().maxCoeff(), 0.0f);
 }
 
+// Each Linear layer of a block on its own route (the option's list form): one layer
+// per route, so every hand-off between them (bias and residual adds, packed weights,
+// strassen's scratch) meets a neighbour on another route.
+TEST_F(EncoderTest, PerLayerRoutesGiveTheBlasResults) {
+  pe::EncoderOptions blas_options;
+  blas_options.gemm = "openblas";
+  const pe::Encoder blas(tiny_model(), blas_options);
+  pe::EncoderOptions mixed_options;
+  mixed_options.gemm = "qkv=strassen,out_proj=onednn,fc1=openblas,fc2=onednn-packed";
+  const pe::Encoder mixed(tiny_model(), mixed_options);
+  ASSERT_EQ(mixed.gemm_route(), mixed_options.gemm) << mixed.forward_description();
+#if defined(__x86_64__)
+  EXPECT_TRUE(mixed.uses_onednn());
+#endif
+  const auto a = gradient(80, 60, 1), b = gradient(30, 90, 7), c = gradient(56, 56, 3);
+  const std::vector<pe::PixelImage> images{{a.data(), 80, 60}, {b.data(), 30, 90}, {c.data(), 56, 56}};
+  const pe::Embeddings expected = blas.encode_pixels(images);
+  const pe::Embeddings got = mixed.encode_pixels(images);
+  EXPECT_LT((got - expected).cwiseAbs().maxCoeff(), 1e-5f);
+  EXPECT_GT((got - expected).cwiseAbs().maxCoeff(), 0.0f);  // strassen's arithmetic is not the plain product's
+  // Pinning some layers measures the rest: fc2 stays as pinned, the others get a route.
+  pe::EncoderOptions partial_options;
+  partial_options.gemm = "fc2=strassen";
+  const pe::Encoder partial(tiny_model(), partial_options);
+  EXPECT_NE(partial.gemm_route().find("fc2=strassen"), std::string::npos) << partial.gemm_route();
+  pe::EncoderOptions bad;
+  bad.gemm = "qkv=strassen,attn=onednn";
+  try {
+    pe::Encoder wrong(tiny_model(), bad);
+    FAIL() << "no error";
+  } catch (const pe::InvalidArgumentError& error) {
+    EXPECT_NE(std::string(error.what()).find("layer \"attn\" is not qkv, out_proj, fc1 or fc2"), std::string::npos)
+        << error.what();
+  }
+}
+
 // The Encoder's own forward (fused attention, measured GEMM route) against the file's
 // TorchScript forward, the eager model's arithmetic.
 TEST_F(EncoderTest, FusedAttentionForwardGivesTheTorchScriptResults) {

@@ -3,6 +3,7 @@ against an independent float64 reference, on every kernel this CPU has, and pe::
 own forward (which uses it) against the eager model."""
 
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -314,7 +315,7 @@ def test_encoder_own_forward_matches_eager(tmp_path, images, config, gemm):
     assert encoder.uses_fused_attention, encoder.forward_description
     if gemm != "auto" and (torch.backends.mkldnn.is_available() or not gemm.startswith("onednn")):
         assert encoder.gemm_route == gemm
-    assert encoder.gemm_route in ("openblas", "strassen", "onednn", "onednn-packed")
+    assert set(layer_routes(encoder.gemm_route).values()) <= set(ROUTES), encoder.gemm_route
     reference = eager_reference(pe_core.build(config, seed=3), encoder, images)
     cosine = (encoder.encode(images) * reference).sum(axis=1)
     assert cosine.min() >= 0.999999, cosine
@@ -323,12 +324,33 @@ def test_encoder_own_forward_matches_eager(tmp_path, images, config, gemm):
     np.testing.assert_allclose(off.encode(images), encoder.encode(images), atol=2e-6)
 
 
-@pytest.mark.parametrize("gemm", ["openblas", "strassen", "onednn"])
+ROUTES = ("openblas", "strassen", "onednn", "onednn-packed")
+LAYERS = ("qkv", "out_proj", "fc1", "fc2")
+
+
+def layer_routes(gemm_route):
+    """{layer: route} from Encoder.gemm_route: one route name, or qkv=...,out_proj=...,fc1=...,fc2=..."""
+    if "=" not in gemm_route:
+        return dict.fromkeys(LAYERS, gemm_route)
+    routes = dict(part.split("=") for part in gemm_route.split(","))
+    assert list(routes) == list(LAYERS), gemm_route
+    return routes
+
+
+# Mixed routes: each layer hands its bias on (openblas, strassen) or adds it itself (oneDNN),
+# so every layer meets both kinds of route before and after it.
+MIXED = ["qkv=onednn,out_proj=strassen,fc1=onednn-packed,fc2=openblas",
+         "qkv=strassen,out_proj=onednn,fc1=openblas,fc2=onednn"]
+
+
+@pytest.mark.parametrize("gemm", ["openblas", "strassen", "onednn"] + MIXED)
 def test_encoder_own_forward_with_every_bias_set(tmp_path, images, gemm):
     """Random init leaves biases at 0 (as the official init does), so a bias the own forward
     dropped or added twice (each GEMM route leaves some to a later pass, and the pooling
     folds its K and V biases into other terms) shows only with biases set: every bias,
     LayerNorm shift and the probe get random values, through an official-layout checkpoint."""
+    if "onednn" in gemm and not torch.backends.mkldnn.is_available():
+        pytest.skip("this torch has no oneDNN")
     model = pe_core.build("test-tiny", seed=4)
     generator = torch.Generator().manual_seed(5)
     with torch.no_grad():
@@ -341,6 +363,8 @@ def test_encoder_own_forward_with_every_bias_set(tmp_path, images, gemm):
     export.export(path, checkpoint, config="test-tiny", log=None)
     encoder = pr.Encoder(path, batch_size=2, gemm=gemm)
     assert encoder.uses_fused_attention, encoder.forward_description
+    assert encoder.gemm_route == gemm
+    assert encoder.uses_onednn == ("onednn" in gemm)
     cosine = (encoder.encode(images) * eager_reference(model.eval(), encoder, images)).sum(axis=1)
     assert cosine.min() >= 0.999999, cosine
     off = pr.Encoder(path, batch_size=2, fused_attention=False)
@@ -376,6 +400,30 @@ def test_bad_gemm_option(tmp_path):
     export.export(path, config="test-tiny", random_init=True, seed=3, log=None)
     with pytest.raises(ValueError, match="gemm \"mkl\" is not auto, openblas, strassen, onednn or onednn-packed"):
         pr.Encoder(path, gemm="mkl")
+    for gemm, problem in [("qkv=fast", 'route "fast" for qkv is not openblas, strassen, onednn or onednn-packed'),
+                          ("attn=openblas", 'layer "attn" is not qkv, out_proj, fc1 or fc2'),
+                          ("fc1=openblas,fc1=strassen", "fc1 is named twice"),
+                          ("fc1=openblas,", '"" is not layer=route'),
+                          ("fc1=openblas,fc2", '"fc2" is not layer=route')]:
+        with pytest.raises(ValueError, match=re.escape(f'gemm "{gemm}": {problem}')):
+            pr.Encoder(path, gemm=gemm)
+
+
+def test_gemm_pins_some_layers_and_measures_the_rest(tmp_path):
+    """A partial list pins the layers it names; auto's choice, printed by gemm_route, pins
+    all four on a later load (measurement noise then cannot change the routes)."""
+    path = tmp_path / "model.pt"
+    export.export(path, config="test-tiny", random_init=True, seed=3, log=None)
+    pinned = "onednn" if torch.backends.mkldnn.is_available() else "strassen"
+    encoder = pr.Encoder(path, gemm=f"fc2={pinned}")
+    routes = layer_routes(encoder.gemm_route)
+    assert routes["fc2"] == pinned and set(routes.values()) <= set(ROUTES), encoder.gemm_route
+    # Only the three measured layers are reported with their rates.
+    assert "fc2:" not in encoder.forward_description and "qkv:" in encoder.forward_description
+    measured = pr.Encoder(path, gemm="auto")
+    again = pr.Encoder(path, gemm=measured.gemm_route)
+    assert again.gemm_route == measured.gemm_route
+    assert "measured" not in again.forward_description
 
 
 @pytest.mark.slow
