@@ -9,15 +9,16 @@ and memory handling as the code it stands for, and times each operator group wit
   copies), in the model's own micro-batches;
 * ``script-onednn``: the same with the Linear layers through oneDNN, what pe::Encoder ran
   before its own forward (the TorchScript file with ``onednn_linears``);
-* ``native``: what pe::Encoder's forward runs now: the Linear layers on a GEMM route
-  (``openblas`` / ``strassen`` / ``onednn`` / ``onednn-packed``), attention through the fused
+* ``native``: what pe::Encoder's forward runs now: each Linear layer on its GEMM route
+  (``openblas`` / ``strassen`` / ``onednn`` / ``onednn-packed``, one for all or one per
+  layer as ``Encoder.gemm_route`` prints them), attention through the fused
   ``pe::rope_attention`` operator (the qkv bias, RoPE, scaled QK^T, softmax and AV in
   one pass) and GELU through ``pe::bias_gelu_``. On ``openblas`` and ``strassen``
   (``pe::strassen_linear_out``, its rate counting the plain product's FLOPs) the GEMMs write into
   reused buffers without their bias, out_proj and fc2 accumulating straight into the
   residual stream; the attention kernel adds qkv's bias, ``pe::bias_gelu_`` fc1's, and
   ``pe::bias_layer_norm_`` out_proj's and fc2's in the LayerNorm pass after them (so
-  its LayerNorm row includes those adds).
+  its LayerNorm row includes those adds). oneDNN's outputs come with their bias.
 
 Each group's time is reported per image, as a share of the replay, and against the
 GEMM limit: the time the block's matmul FLOPs would take at the sgemm rate measured in
@@ -51,8 +52,23 @@ class _Timer:
         return out
 
 
+ROLES = ("qkv", "out_proj", "fc1", "fc2")
+_BIAS_LEFT_OUT = ("openblas", "strassen")  # routes whose GEMMs leave the bias to the next pass
+
+
+def parse_routes(route):
+    """{role: route} from ``Encoder.gemm_route``'s form: one route for every Linear layer
+    ("openblas"), or one per layer ("qkv=strassen,out_proj=openblas,fc1=openblas,fc2=onednn")."""
+    if "=" not in route:
+        return dict.fromkeys(ROLES, route)
+    routes = dict(part.split("=", 1) for part in route.split(","))
+    if sorted(routes) != sorted(ROLES):
+        raise ValueError(f"route {route!r} must name each of {', '.join(ROLES)} once")
+    return routes
+
+
 def _linear(route, x, weight, bias, packed):
-    """x [T, in] -> [T, out] on one GEMM route (the routes pe::Encoder measures at load)."""
+    """x [T, in] -> [T, out] + bias on a route that returns fresh outputs (eager's addmm, oneDNN)."""
     if route == "openblas":
         return torch.addmm(bias, x, weight.t())
     w = packed if route == "onednn-packed" else weight
@@ -66,50 +82,68 @@ def _block_flops(tokens, width, mlp_width):
             "fused attention": 4 * tokens * tokens * width}
 
 
-def _replay_native_into_buffers(block, x, cos_qk, sin_qk, timer, buffers, strassen=False):
-    """The own forward's block on the openblas route, or on strassen (one level of
-    Strassen-Winograd, pe::strassen_linear_out), as forward.cpp runs it."""
+def _replay_native(block, x, cos_qk, sin_qk, timer, buffers, routes, packed):
+    """The own forward's block as forward.cpp runs it, each Linear layer on its route
+    (``routes``: {role: route}). openblas and strassen (pe::strassen_linear_out) write
+    products into reused buffers or accumulate into the residual stream, leaving the bias
+    to the kernel after them; oneDNN returns fresh outputs with the bias, added to the
+    residual stream for out_proj and fc2."""
     attn, mlp = block.attn, block.mlp
     batch, tokens, width = x.shape
     rows = batch * tokens
     x2d = x.view(rows, width)
     mlp_width = mlp.c_fc.out_features
     ops = torch.ops.pe
+    layers = {"qkv": (attn.in_proj_weight, attn.in_proj_bias), "out_proj": (attn.out_proj.weight, attn.out_proj.bias),
+              "fc1": (mlp.c_fc.weight, mlp.c_fc.bias), "fc2": (mlp.c_proj.weight, mlp.c_proj.bias)}
     if rows not in buffers:  # the forward's reused buffers for qkv, the MLP activations, strassen's scratch
-        scratch = max(ops.strassen_scratch_floats(rows, n, k)
-                      for n, k in [(3 * width, width), (mlp_width, width), (width, mlp_width)]) if strassen else 0
+        scratch = max([ops.strassen_scratch_floats(rows, *layers[role][0].shape)
+                       for role in ROLES if routes[role] == "strassen"], default=0)
         buffers[rows] = (torch.empty(rows, 3 * width), torch.empty(rows, mlp_width), torch.empty(scratch))
-    qkv, hidden, scratch = buffers[rows]
+    qkv_buffer, hidden_buffer, scratch = buffers[rows]
     sums = buffers.setdefault("sums", {})  # weight-side sums, made once per weight as at load
+    for role in ROLES:
+        weight = layers[role][0]
+        if routes[role] == "strassen" and id(weight) not in sums:
+            sums[id(weight)] = ops.strassen_weights(weight)
 
-    def product(weight, a, out, accumulate):
-        if not strassen:
-            return torch.mm(a, weight.t(), out=out) if not accumulate else out.addmm_(a, weight.t())
-        return ops.strassen_linear_out(a, weight, sums[id(weight)], out, accumulate, scratch)
+    def linear(role, a, out, accumulate):
+        """The layer's output (into `out` on openblas and strassen; `out` is the residual
+        stream when `accumulate`), timed as its Linear group."""
+        weight, bias = layers[role]
+        route, group = routes[role], "Linear " + role
+        if route == "openblas":
+            return timer(group, out.addmm_ if accumulate else (lambda a_, w_: torch.mm(a_, w_, out=out)), a,
+                         weight.t())
+        if route == "strassen":
+            return timer(group, ops.strassen_linear_out, a, weight, sums[id(weight)], out, accumulate, scratch)
+        fresh = timer(group, _linear, route, a, weight, bias, packed.get(role))
+        return timer("residual/bias adds", out.add_, fresh) if accumulate else fresh
 
-    if strassen:
-        for weight in (attn.in_proj_weight, attn.out_proj.weight, mlp.c_fc.weight, mlp.c_proj.weight):
-            if id(weight) not in sums:
-                sums[id(weight)] = ops.strassen_weights(weight)
-    # The first LayerNorm adds the previous block's fc2 bias (here this block's: the same size).
-    h = timer("LayerNorm", ops.bias_layer_norm_, x2d, mlp.c_proj.bias, block.ln_1.weight, block.ln_1.bias,
+    def left_out(role):
+        return layers[role][1] if routes[role] in _BIAS_LEFT_OUT else None
+
+    # The first LayerNorm adds the previous block's fc2 bias when fc2's route left it out
+    # (here this block's: the same size).
+    h = timer("LayerNorm", ops.bias_layer_norm_, x2d, left_out("fc2"), block.ln_1.weight, block.ln_1.bias,
               block.ln_1.eps)
-    timer("Linear qkv", product, attn.in_proj_weight, h, qkv, False)
+    qkv = linear("qkv", h, qkv_buffer, False)
     merged = timer("fused attention", ops.rope_attention, qkv.view(batch, tokens, 3 * width), cos_qk, sin_qk,
-                   attn.heads, "best", attn.in_proj_bias)
-    timer("Linear out_proj", product, attn.out_proj.weight, merged.view(rows, width), x2d, True)
-    h = timer("LayerNorm", ops.bias_layer_norm_, x2d, attn.out_proj.bias, block.ln_2.weight, block.ln_2.bias,
+                   attn.heads, "best", left_out("qkv"))
+    linear("out_proj", merged.view(rows, width), x2d, True)
+    h = timer("LayerNorm", ops.bias_layer_norm_, x2d, left_out("out_proj"), block.ln_2.weight, block.ln_2.bias,
               block.ln_2.eps)
-    timer("Linear fc1", product, mlp.c_fc.weight, h, hidden, False)
-    timer("GELU", ops.bias_gelu_, hidden, mlp.c_fc.bias)
-    timer("Linear fc2", product, mlp.c_proj.weight, hidden, x2d, True)
+    hidden = linear("fc1", h, hidden_buffer, False)
+    timer("GELU", ops.bias_gelu_, hidden, left_out("fc1"))
+    linear("fc2", hidden, x2d, True)
 
 
 def replay_block(block, x, cos_qk, sin_qk, timer, mode, route="openblas", packed=None, buffers=None):
-    """One block, x [B, N, W] updated in place, each operator group timed."""
-    if mode == "native" and route in ("openblas", "strassen"):
-        return _replay_native_into_buffers(block, x, cos_qk, sin_qk, timer, buffers if buffers is not None else {},
-                                           strassen=route == "strassen")
+    """One block, x [B, N, W] updated in place, each operator group timed. ``route``: the
+    native mode's routes in ``Encoder.gemm_route``'s form (``parse_routes``)."""
+    if mode == "native":
+        return _replay_native(block, x, cos_qk, sin_qk, timer, buffers if buffers is not None else {},
+                              parse_routes(route), packed or {})
     attn, mlp = block.attn, block.mlp
     batch, tokens, width = x.shape
     heads, head_dim = attn.heads, attn.head_dim
@@ -117,54 +151,47 @@ def replay_block(block, x, cos_qk, sin_qk, timer, mode, route="openblas", packed
     packed = packed or {}
     x2d = x.view(rows, width)
     h = timer("LayerNorm", F.layer_norm, x, (width,), block.ln_1.weight, block.ln_1.bias, block.ln_1.eps)
-    linear_route = "openblas" if mode == "eager" else ("onednn" if mode == "script-onednn" else route)
+    linear_route = "openblas" if mode == "eager" else "onednn"
     qkv = timer("Linear qkv", _linear, linear_route, h.view(rows, width), attn.in_proj_weight, attn.in_proj_bias,
                 packed.get("qkv"))
-    if mode == "native":
-        merged = timer("fused attention", torch.ops.pe.rope_attention, qkv.view(batch, tokens, 3 * width),
-                       cos_qk, sin_qk, heads)
-    else:
-        qkv = qkv.view(batch, tokens, 3, heads, head_dim)
-        qk = qkv[:, :, :2]
-        rotated = torch.empty(batch, tokens, 2, heads, head_dim)
+    qkv = qkv.view(batch, tokens, 3, heads, head_dim)
+    qk = qkv[:, :, :2]
+    rotated = torch.empty(batch, tokens, 2, heads, head_dim)
 
-        def rope():
-            pairs = rotated.view(batch, tokens, 2, heads, head_dim // 2, 2)
-            qk_pairs = qk.reshape(batch, tokens, 2, heads, head_dim // 2, 2)
-            pairs[..., 0].copy_(qk_pairs[..., 1])
-            pairs[..., 1].copy_(qk_pairs[..., 0])
-            rotated.mul_(sin_qk).addcmul_(qk, cos_qk)
+    def rope():
+        pairs = rotated.view(batch, tokens, 2, heads, head_dim // 2, 2)
+        qk_pairs = qk.reshape(batch, tokens, 2, heads, head_dim // 2, 2)
+        pairs[..., 0].copy_(qk_pairs[..., 1])
+        pairs[..., 1].copy_(qk_pairs[..., 0])
+        rotated.mul_(sin_qk).addcmul_(qk, cos_qk)
 
-        timer("RoPE", rope)
-        v = qkv[:, :, 2]
-        merged = torch.empty(batch, tokens, heads, head_dim)
-        scores = torch.empty(heads, tokens, tokens)
-        head_out = torch.empty(heads, tokens, head_dim)
-        for b in range(batch):
-            q_b = rotated[b, :, 0].transpose(0, 1)
-            k_b = rotated[b, :, 1].transpose(0, 1)
-            start = time.perf_counter()
-            torch.bmm(q_b, k_b.transpose(1, 2), out=scores)
-            timer.seconds["attention QK^T"] += time.perf_counter() - start
-            start = time.perf_counter()
-            torch.softmax(scores, -1, out=scores)
-            timer.seconds["softmax"] += time.perf_counter() - start
-            start = time.perf_counter()
-            torch.bmm(scores, v[b].transpose(0, 1), out=head_out)
-            timer.seconds["attention AV"] += time.perf_counter() - start
-            start = time.perf_counter()
-            merged[b].copy_(head_out.transpose(0, 1))
-            timer.seconds["copies/permutes"] += time.perf_counter() - start
+    timer("RoPE", rope)
+    v = qkv[:, :, 2]
+    merged = torch.empty(batch, tokens, heads, head_dim)
+    scores = torch.empty(heads, tokens, tokens)
+    head_out = torch.empty(heads, tokens, head_dim)
+    for b in range(batch):
+        q_b = rotated[b, :, 0].transpose(0, 1)
+        k_b = rotated[b, :, 1].transpose(0, 1)
+        start = time.perf_counter()
+        torch.bmm(q_b, k_b.transpose(1, 2), out=scores)
+        timer.seconds["attention QK^T"] += time.perf_counter() - start
+        start = time.perf_counter()
+        torch.softmax(scores, -1, out=scores)
+        timer.seconds["softmax"] += time.perf_counter() - start
+        start = time.perf_counter()
+        torch.bmm(scores, v[b].transpose(0, 1), out=head_out)
+        timer.seconds["attention AV"] += time.perf_counter() - start
+        start = time.perf_counter()
+        merged[b].copy_(head_out.transpose(0, 1))
+        timer.seconds["copies/permutes"] += time.perf_counter() - start
     attended = timer("Linear out_proj", _linear, linear_route, merged.reshape(rows, width), attn.out_proj.weight,
                      attn.out_proj.bias, packed.get("out_proj"))
     timer("residual/bias adds", x2d.add_, attended)
     h = timer("LayerNorm", F.layer_norm, x, (width,), block.ln_2.weight, block.ln_2.bias, block.ln_2.eps)
     hidden = timer("Linear fc1", _linear, linear_route, h.view(rows, width), mlp.c_fc.weight, mlp.c_fc.bias,
                    packed.get("fc1"))
-    if mode == "native":
-        timer("GELU", torch.ops.pe.bias_gelu_, hidden)
-    else:
-        timer("GELU", torch._C._nn.gelu_, hidden)
+    timer("GELU", torch._C._nn.gelu_, hidden)
     out = timer("Linear fc2", _linear, linear_route, hidden, mlp.c_proj.weight, mlp.c_proj.bias, packed.get("fc2"))
     timer("residual/bias adds", x2d.add_, out)
 
@@ -186,12 +213,13 @@ def breakdown(config, batch, layers, mode, sgemm_gflops, route="openblas", seed=
                                                (tokens * max(3 * cfg.width, cfg.mlp_width))))
     x = torch.randn(batch, tokens, cfg.width, generator=torch.Generator().manual_seed(seed)) * 0.5
     with torch.no_grad():
+        packed_roles = [role for role, r in parse_routes(route).items() if r == "onednn-packed"] \
+            if mode == "native" else []
         packs = []
         for block in blocks:
-            packs.append({"qkv": block.attn.in_proj_weight.to_mkldnn(),
-                          "out_proj": block.attn.out_proj.weight.to_mkldnn(),
-                          "fc1": block.mlp.c_fc.weight.to_mkldnn(), "fc2": block.mlp.c_proj.weight.to_mkldnn()}
-                         if mode == "native" and route == "onednn-packed" else {})
+            weights = {"qkv": block.attn.in_proj_weight, "out_proj": block.attn.out_proj.weight,
+                       "fc1": block.mlp.c_fc.weight, "fc2": block.mlp.c_proj.weight}
+            packs.append({role: weights[role].to_mkldnn() for role in packed_roles})
         warm, buffers = _Timer(), {}
         for part in x.split(micro):
             replay_block(blocks[0], part, cos_qk, sin_qk, warm, mode, route, packs[0], buffers)
