@@ -16,7 +16,9 @@ measured here for both matmul libraries (torch.mm: OpenBLAS or MKL, oneDNN via
 mkldnn_linear), best of before and after the runs, and torch.mm's rate sampled between
 the forward-alone batches (InterleavedSgemm), and the ceiling at that rate: the time the
 Linear layers' GEMMs alone would take, against eager's forward (both run those GEMMs, so no
-forward on this BLAS beats eager by more). --blas also times our Encoder with onednn=False.
+forward on this BLAS beats eager by more). The ratios are of the summed times; each batch's
+ratio (ours against the eager run next to it) and their median follow, the steadier figure
+where the machine's speed moves during the run. --blas also times our Encoder with onednn=False.
 
 --breakdown [--breakdown-layers 2]: first the per-operator breakdown of the forward
 (benchmarks/forward_breakdown.py: Linear layers, attention matmuls, softmax, RoPE,
@@ -120,18 +122,25 @@ def interleaved(pipelines, batches):
     """Each pipeline over every batch, interleaved batch by batch in ABBA order (the
     machine is shared, and load from other processes then hits every pipeline alike),
     after one warm-up call each (first-call allocations, TorchScript profiling). Returns
-    each pipeline's summed seconds and its outputs per batch."""
+    each pipeline's summed seconds, its outputs per batch and its seconds per batch."""
     for run in pipelines.values():
         run(batches[0])
-    seconds = dict.fromkeys(pipelines, 0.0)
+    per_batch = {name: [] for name in pipelines}
     outputs = {name: [] for name in pipelines}
     for index, batch in enumerate(batches):
         names = list(pipelines) if index % 2 == 0 else list(reversed(pipelines))
         for name in names:
             start = time.perf_counter()
             outputs[name].append(pipelines[name](batch))
-            seconds[name] += time.perf_counter() - start
-    return seconds, outputs
+            per_batch[name].append(time.perf_counter() - start)
+    return {name: sum(times) for name, times in per_batch.items()}, outputs, per_batch
+
+
+def batch_ratios(per_batch, name, reference="eager Python"):
+    """The reference's seconds over `name`'s on each batch: the two ran back to back, so
+    each ratio sees one phase of this VM's speed, which moves by 15-20% over tens of
+    seconds and so moves the ratio of the sums with it."""
+    return [ref / ours for ref, ours in zip(per_batch[reference], per_batch[name])]
 
 
 def pil_preprocess(path, size=336):
@@ -242,7 +251,7 @@ def main():
             pipelines["ours, onednn=False"] = blas.encode
         batches = [paths[i:i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
         sgemm_before = sgemm_gflops()
-        seconds, outputs = interleaved(pipelines, batches)
+        seconds, outputs, batch_seconds = interleaved(pipelines, batches)
         # The forward pass alone: 336 x 336 pixels in (no decoding; the resize is the
         # identity), the same pixels for both, as float32 tensors for the eager model.
         pixels = [np.random.default_rng(index).integers(0, 256, (len(batch), size, size, 3), dtype=np.uint8)
@@ -254,9 +263,9 @@ def main():
                 return torch.nn.functional.normalize(eager(tensor), dim=1).numpy()
 
         probe = InterleavedSgemm()
-        forward_seconds, forward_outputs = interleaved({"eager Python": eager_forward, "ours": encoder.encode,
-                                                        "sgemm probe": probe}, pixels)
-        del forward_seconds["sgemm probe"], forward_outputs["sgemm probe"]
+        forward_seconds, forward_outputs, forward_batch_seconds = interleaved(
+            {"eager Python": eager_forward, "ours": encoder.encode, "sgemm probe": probe}, pixels)
+        del forward_seconds["sgemm probe"], forward_outputs["sgemm probe"], forward_batch_seconds["sgemm probe"]
         probe.seconds = probe.seconds[probe.repeats:]  # the warm-up call's
         # The best rate seen before and after the runs: a busy machine lowers both, so the
         # percentages below are conservative.
@@ -266,10 +275,10 @@ def main():
               + f" ({torch.get_num_threads()} threads); {_torch_blas()} interleaved with the forward-alone batches "
               f"{probe.mean_gflops():.1f} GFLOP/s (mean of {len(probe.seconds)})")
         worst_cosine = {}
-        for title, times, results, target in (
-                (f"end to end, {len(paths)} JPEGs 800x600", seconds, outputs, "ratio target >= 1.2x"),
+        for title, times, results, per_batch, target in (
+                (f"end to end, {len(paths)} JPEGs 800x600", seconds, outputs, batch_seconds, "ratio target >= 1.2x"),
                 (f"forward alone, {len(paths)} images of {size} x {size} pixels", forward_seconds, forward_outputs,
-                 "target >= 90% of sgemm")):
+                 forward_batch_seconds, "target >= 90% of sgemm")):
             t_ref = times["eager Python"]
             print(f"{title}, batch {args.batch_size} ({target}):")
             reference_out = np.concatenate(results["eager Python"])
@@ -282,6 +291,12 @@ def main():
                       + (f", {100 * gflops / probe.mean_gflops():.0f}% of interleaved" if times is forward_seconds
                          else "")
                       + f"; embedding cosine to eager min {cosine.min():.7f}")
+            for name in times:
+                if name != "eager Python":
+                    ratios = batch_ratios(per_batch, name)
+                    print(f"{name:>20}: per batch, against eager run next to it: "
+                          + " ".join(f"{ratio:.2f}x" for ratio in ratios)
+                          + f"; median {float(np.median(ratios)):.2f}x")
         # The ceiling for any forward on this BLAS: the Linear layers' FLOPs (everything but
         # the attention matmuls) at the interleaved sgemm rate, with every other op free.
         # Both pipelines run these GEMMs, so eager's forward time over this bounds our ratio.
