@@ -133,7 +133,12 @@ class Retriever {
   static constexpr int64_t kFewQueries = 48;
   static constexpr int64_t kFewQueryBytes = int64_t{256} << 10;
 
-  /// An empty gallery of `dim`-dimensional vectors.
+  /// The largest vector size a Retriever takes: 2^24 floats, 64 MiB a row. Far
+  /// above any embedding, and a bound an index file's header is checked against
+  /// even when it holds no rows (so a saved empty gallery always loads back).
+  static constexpr int64_t kMaxDim = int64_t{1} << 24;
+
+  /// An empty gallery of `dim`-dimensional vectors (1 <= dim <= kMaxDim).
   explicit Retriever(int64_t dim, Metric metric = Metric::cosine, Storage storage = Storage::float32);
   ~Retriever();
   Retriever(Retriever&& other) noexcept;

@@ -295,6 +295,7 @@ wait for running searches.)doc");
           &retriever_from_bytes));
   // Pickles and reprs name the public package, not the compiled submodule.
   cls.attr("__module__") = "perception_retrieval";
+  cls.attr("MAX_DIM") = Retriever::kMaxDim;  // the largest dim the constructor and index files take
 
   // Benchmark helper (benchmarks/bench_retriever.py): read bandwidth in bytes/s
   // over a float32 array or a float32 retriever's gallery, `threads` threads.

@@ -70,6 +70,8 @@ class Checksum {
 constexpr unsigned char kMagic[8] = {0x89, 'P', 'E', 'R', '\r', '\n', 0x1a, '\n'};
 constexpr uint32_t kVersion = 1;
 constexpr uint32_t kHeaderBytes = 128;
+/// The largest dim a header may give: Retriever::kMaxDim (retriever.cpp checks they agree).
+constexpr uint64_t kMaxDim = uint64_t{1} << 24;
 constexpr uint32_t kDtypeFloat32 = 1;
 constexpr uint32_t kDtypeFloat16 = 2;
 constexpr uint32_t kMetricInnerProduct = 1;
@@ -241,11 +243,14 @@ inline Loaded read(ByteSource& source, bool keep_view, const std::string& name) 
                              std::to_string(header.file_bytes) + " (an interrupted copy?)");
   }
   // The layout must be the one `layout` produces; sizes are checked against
-  // the file size first so a corrupted count cannot make us allocate wildly.
+  // the file size first so a corrupted count cannot make us allocate wildly. dim
+  // is bounded by kMaxDim, not by the file size: a gallery with no rows has no
+  // vector bytes (an empty 1024-d index is a few hundred bytes), and nothing is
+  // allocated per dim until rows come.
   const bool known_dtype = header.dtype == kDtypeFloat32 || header.dtype == kDtypeFloat16;
   const bool known_metric = header.metric == kMetricInnerProduct || header.metric == kMetricCosine;
   const uint64_t limit = actual / 2;
-  bool consistent = known_dtype && known_metric && header.dim > 0 && header.dim <= limit && header.count <= limit &&
+  bool consistent = known_dtype && known_metric && header.dim > 0 && header.dim <= kMaxDim && header.count <= limit &&
                     (header.count == 0 || header.dim <= actual / header.count) &&
                     header.ids_offset == kHeaderBytes &&
                     header.vectors_offset == align64(kHeaderBytes + 8 * header.count);

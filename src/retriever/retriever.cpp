@@ -186,10 +186,17 @@ void Retriever::State::write_rows(const float* rows, int64_t n, const std::vecto
 
 // ---------------------------------------------------------------------------
 
+static_assert(static_cast<uint64_t>(Retriever::kMaxDim) == detail::index_file::kMaxDim,
+              "a Retriever the file format cannot hold, or a file no Retriever can");
+
 Retriever::Retriever(int64_t dim, Metric metric, Storage storage) {
   if (dim <= 0) {
     throw InvalidArgumentError("dim must be >= 1, got " + std::to_string(dim) +
                                "; pass the embedding size (e.g. 1024 for PE-Core L)");
+  }
+  if (dim > kMaxDim) {
+    throw InvalidArgumentError("dim must be <= " + std::to_string(kMaxDim) + " (Retriever::kMaxDim), got " +
+                               std::to_string(dim) + "; pass the embedding size (e.g. 1024 for PE-Core L)");
   }
   state_ = std::make_unique<State>(dim, metric, storage);
 }

@@ -444,6 +444,8 @@ TEST(RetrieverErrors, BadArgumentsSayWhatToDo) {
   int64_t id;
 
   EXPECT_THROW(Retriever(0), pe::InvalidArgumentError);
+  EXPECT_NE(error_of([] { Retriever(Retriever::kMaxDim + 1); }).find("dim must be <= 16777216"), std::string::npos);
+  EXPECT_EQ(Retriever(Retriever::kMaxDim).dim(), Retriever::kMaxDim);
   EXPECT_NE(error_of([&] { retriever.search(query.data(), 1, 0, &score, &id); }).find("k must be >= 1, got 0"),
             std::string::npos);
   EXPECT_THROW(retriever.search(query.data(), 1, -3, &score, &id), pe::InvalidArgumentError);

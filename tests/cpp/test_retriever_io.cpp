@@ -109,6 +109,25 @@ TEST(RetrieverFile, RoundTripsCopyAndMmap) {
   empty.save(dir.file("empty.per"));
   expect_same(empty, Retriever::load(dir.file("empty.per")));
   expect_same(empty, Retriever::load(dir.file("empty.per"), true));
+  // An empty gallery's file has no vector bytes, so its dim may exceed the file's
+  // size: a 1024-d one (PE-Core L) and the largest dim both load back, in memory,
+  // mapped and from bytes, and take rows afterwards.
+  for (const int64_t dim : {int64_t{1024}, Retriever::kMaxDim}) {
+    const Retriever wide(dim, Metric::cosine, Storage::float16);
+    const std::string path = dir.file("empty_wide.per");
+    wide.save(path);
+    expect_same(wide, Retriever::load(path));
+    expect_same(wide, Retriever::load(path, true));
+    const std::string bytes = wide.to_bytes();
+    expect_same(wide, Retriever::from_bytes(bytes.data(), bytes.size()));
+    Retriever loaded = Retriever::load(path, true);
+    std::vector<float> row(static_cast<size_t>(dim), 0.0f);
+    row[0] = 1.0f;
+    const int64_t id = 42;
+    loaded.add(row.data(), 1, &id, nullptr);
+    EXPECT_EQ(loaded.size(), 1);
+    EXPECT_EQ(loaded.dim(), dim);
+  }
 }
 
 TEST(RetrieverFile, MappedIndexCopiesOnWriteAndLeavesFileAlone) {

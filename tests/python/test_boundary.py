@@ -133,6 +133,7 @@ def cases():
          "exclude_ids has 1 entries")
     for name, value in {"0": 0, "-3": -3}.items():
         case(f"Retriever dim={name}", lambda c, v=value: pr.Retriever(v), ValueError, "dim must be >= 1")
+    case("Retriever dim=2^40", lambda c: pr.Retriever(2**40), ValueError, "dim must be <= 16777216")
     for name, value in {"float": 1.5, "None": None, "str": "4", "past int64": 2**70}.items():
         case(f"Retriever dim={name}", lambda c, v=value: pr.Retriever(v), TypeError, "dim: int")
     case("Retriever metric=l2", lambda c: pr.Retriever(DIM, metric="l2"), ValueError, "metric")

@@ -160,6 +160,21 @@ def test_save_load_round_trip(tmp_path, dtype, mmap):
     assert os.listdir(tmp_path) == ["gallery.per"]
 
 
+def test_empty_gallery_of_embedding_size_saves_loads_and_pickles(tmp_path):
+    # No rows, so the file is smaller than one vector: its header's dim is still valid.
+    assert Retriever.MAX_DIM == 2**24
+    empty = Retriever(1024, metric="cosine")
+    empty.save(tmp_path / "empty.per")
+    for loaded in (Retriever.load(tmp_path / "empty.per"), Retriever.load(tmp_path / "empty.per", mmap=True),
+                   pickle.loads(pickle.dumps(empty)), Retriever.from_bytes(empty.to_bytes())):
+        assert (loaded.dim, loaded.metric, len(loaded)) == (1024, "cosine", 0)
+        row = np.zeros((1, 1024), dtype=np.float32)
+        row[0, 5] = 2.0
+        loaded.add(row, np.array([9], dtype=np.int64))
+        scores, ids = loaded.search(row, 1)
+        assert ids.tolist() == [[9]] and scores[0, 0] == pytest.approx(1.0)
+
+
 def test_pickle_and_bytes():
     retriever = Retriever(4, metric="ip", dtype="float16")
     retriever.add(np.arange(8, dtype=np.float32).reshape(2, 4), np.array([5, 6], dtype=np.int64), ["a", "b"])
