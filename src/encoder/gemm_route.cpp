@@ -26,6 +26,17 @@ std::optional<LinearRole> role_named(const std::string& name) {
   return std::nullopt;
 }
 
+// "a, b, c or d" (last_separator " or ") or "a, b, c, d" (", "): the names of `items`,
+// so the error messages list what the code accepts.
+template <typename Item, size_t Count>
+std::string listed(const std::array<Item, Count>& items, const char* (*name)(Item), const char* last_separator) {
+  std::string text;
+  for (size_t i = 0; i < Count; ++i) {
+    text += std::string(i == 0 ? "" : i + 1 == Count ? last_separator : ", ") + name(items[i]);
+  }
+  return text;
+}
+
 }  // namespace
 
 const char* gemm_route_name(GemmRoute route) {
@@ -54,9 +65,8 @@ GemmPins parse_gemm(const std::string& gemm) {
   if (gemm.find('=') == std::string::npos) {
     const std::optional<GemmRoute> route = route_named(gemm);
     if (!route) {
-      throw std::invalid_argument("gemm \"" + gemm +
-                                  "\" is not auto, openblas, strassen, onednn or onednn-packed (or a list such as "
-                                  "\"qkv=strassen,fc2=onednn\")");
+      throw std::invalid_argument("gemm \"" + gemm + "\" is not auto, " + listed(kAllRoutes, gemm_route_name, " or ") +
+                                  " (or a list such as \"qkv=strassen,fc2=onednn\")");
     }
     pins.fill(route);
     return pins;
@@ -67,18 +77,19 @@ GemmPins parse_gemm(const std::string& gemm) {
     const std::string entry = gemm.substr(start, comma - start);
     const size_t equals = entry.find('=');
     if (equals == std::string::npos) {
-      throw std::invalid_argument("gemm \"" + gemm + "\": \"" + entry +
-                                  "\" is not layer=route (layers qkv, out_proj, fc1, fc2)");
+      throw std::invalid_argument("gemm \"" + gemm + "\": \"" + entry + "\" is not layer=route (layers " +
+                                  listed(kAllLinearRoles, linear_role_name, ", ") + ")");
     }
     const std::string role_text = entry.substr(0, equals), route_text = entry.substr(equals + 1);
     const std::optional<LinearRole> role = role_named(role_text);
     if (!role) {
-      throw std::invalid_argument("gemm \"" + gemm + "\": layer \"" + role_text + "\" is not qkv, out_proj, fc1 or fc2");
+      throw std::invalid_argument("gemm \"" + gemm + "\": layer \"" + role_text + "\" is not " +
+                                  listed(kAllLinearRoles, linear_role_name, " or "));
     }
     const std::optional<GemmRoute> route = route_named(route_text);
     if (!route) {
       throw std::invalid_argument("gemm \"" + gemm + "\": route \"" + route_text + "\" for " + role_text +
-                                  " is not openblas, strassen, onednn or onednn-packed");
+                                  " is not " + listed(kAllRoutes, gemm_route_name, " or "));
     }
     std::optional<GemmRoute>& pin = pins[static_cast<int>(*role)];
     if (pin) throw std::invalid_argument("gemm \"" + gemm + "\": " + role_text + " is named twice");
